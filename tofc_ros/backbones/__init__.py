@@ -1,0 +1,1 @@
+"""The device and server halves of Hugging Face LLaVA models (no rclpy)."""
