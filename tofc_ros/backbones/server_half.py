@@ -1,0 +1,297 @@
+"""Server half: per-tile (merged) features → projector → token order → prompt → language model → answer.
+
+    features [T, n, d] (+ grid, image size)        question text
+      │ multi_modal_projector (per token)             │ chat template, one image placeholder
+      ▼                                               ▼
+    [T, n, D] ── arrange_image_tokens ──► [M, D]    placeholder expanded to exactly M image tokens → input_ids [L]
+                                            └──────► scattered into embed_tokens(input_ids) at the image positions
+                                                     ▼
+                                        language model (*ForCausalLM) → logits [L, V] / generate → answer text
+
+In feature mode the vision tower is not loaded; with ``load_vision=True`` the server can also take pixels (image
+baselines) through the same DeviceHalf code the robot runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .device_half import DeviceHalf, VisionFeatures
+from .spec import BackboneSpec
+from .token_order import arrange_image_tokens, check_tile_features
+
+__all__ = ["GenerationOptions", "GenerationResult", "PreparedInputs", "ServerHalf"]
+
+IGNORE_INDEX = -100  # label value ignored by the cross-entropy loss (prompt and image positions)
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding options. Greedy by default.
+
+    Attributes:
+        max_new_tokens: upper bound on generated tokens.
+        do_sample: sample instead of greedy decoding.
+        temperature, top_p, top_k: sampling parameters (used only when do_sample).
+        seed: RNG seed for sampling (None: the global RNG); the global RNG state is left untouched when given.
+        stop_strings: generation stops at the first of these; the answer is cut before it.
+        repetition_penalty: 1.0 disables it.
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop_strings: tuple[str, ...] = field(default_factory=tuple)
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if isinstance(self.stop_strings, str) or any(not isinstance(s, str) or not s for s in self.stop_strings):
+            raise ValueError(f"stop_strings must be a tuple of non-empty strings, got {self.stop_strings!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class GenerationResult:
+    """One generated answer.
+
+    Attributes:
+        text: the answer (special tokens removed, cut at a stop string, stripped).
+        token_ids: [G] generated ids (including a final EOS if one was produced).
+        prompt_tokens: L, the prompt length including image tokens.
+        image_tokens: M.
+    """
+
+    text: str
+    token_ids: torch.Tensor
+    prompt_tokens: int
+    image_tokens: int
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedInputs:
+    """The language model's input for one (image, question[, answer]).
+
+    Attributes:
+        input_ids: [L] token ids (image positions hold the image token id).
+        inputs_embeds: [L, D] with the image embeddings scattered in.
+        image_mask: [L] bool, True at the M image positions.
+        labels: [L] answer ids at answer positions, IGNORE_INDEX elsewhere (all IGNORE_INDEX without an answer).
+            Position i's label is the token at i; shift by one for next-token loss (as HF's loss does).
+    """
+
+    input_ids: torch.Tensor
+    inputs_embeds: torch.Tensor
+    image_mask: torch.Tensor
+    labels: torch.Tensor
+
+
+class ServerHalf:
+    """Projector + token order + language model + tokenizer. Build with ``loading.load_server_half``.
+
+    Args:
+        spec: the checkpoint's BackboneSpec.
+        projector: the checkpoint's multi_modal_projector.
+        image_newline: [D] (OneVision) or None (LLaVA-1.5).
+        language_model: a ``*ForCausalLM`` with the checkpoint's language-model weights.
+        tokenizer: the checkpoint's tokenizer with a chat template.
+        dtype, device: where and in what precision the modules live.
+        vision: optional DeviceHalf for image mode.
+    """
+
+    def __init__(self, spec: BackboneSpec, projector, image_newline, language_model, tokenizer, *, dtype, device,
+                 vision: DeviceHalf | None = None):
+        self.spec = spec
+        self.projector = projector
+        self.image_newline = image_newline
+        self.language_model = language_model
+        self.tokenizer = tokenizer
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.vision = vision
+        self.image_token = tokenizer.convert_ids_to_tokens(spec.image_token_id)
+        if tokenizer.convert_tokens_to_ids(self.image_token) != spec.image_token_id:
+            raise ValueError(f"tokenizer and config disagree on the image token id {spec.image_token_id}")
+
+    # ----------------------------------------------------------------------------------------------- image side
+    def encode_image(self, rgb: np.ndarray) -> VisionFeatures:
+        """Image mode: run the vision tower on the server (requires ``load_vision=True``)."""
+        if self.vision is None:
+            raise RuntimeError("the vision tower is not loaded: load_server_half(..., load_vision=True)")
+        return self.vision.encode_image(rgb)
+
+    def image_embeddings(self, features, grid, image_size) -> torch.Tensor:
+        """Project per-tile features and arrange them in prompt order: [T, n, d] → [M, D].
+
+        Differentiable with respect to ``features`` (gradients flow when called outside inference mode).
+        """
+        feats = self._as_features(features)
+        check_tile_features(self.spec, feats.shape[0], feats.shape[1], grid, image_size)
+        projected = self.projector(feats)  # [T, n, D]: a per-token MLP, so tile order is preserved
+        return arrange_image_tokens(self.spec, projected, grid, image_size, self.image_newline)
+
+    # ---------------------------------------------------------------------------------------------- text side
+    def prompt_ids(self, question: str, n_image_tokens: int) -> torch.Tensor:
+        """Token ids of the chat prompt with exactly ``n_image_tokens`` image tokens: [L].
+
+        The chat template renders one image placeholder (llava-hf convention); it is expanded here in the text, then
+        the whole string is tokenized, which is what the llava-hf processors do.
+        """
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, got {type(question).__name__}")
+        if self.image_token in question:
+            raise ValueError(f"question must not contain the image token {self.image_token!r}")
+        if n_image_tokens < 1:
+            raise ValueError(f"n_image_tokens must be ≥ 1, got {n_image_tokens}")
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if text.count(self.image_token) != 1:
+            raise ValueError(f"chat template rendered {text.count(self.image_token)} image placeholders, expected 1")
+        text = text.replace(self.image_token, self.image_token * n_image_tokens)
+        bos = self.tokenizer.bos_token
+        add_special = not (bos and text.startswith(bos))  # a template that writes BOS itself must not get a second
+        ids = self.tokenizer(text, add_special_tokens=add_special, return_tensors="pt")["input_ids"][0]
+        found = int((ids == self.spec.image_token_id).sum())
+        if found != n_image_tokens:
+            raise RuntimeError(f"prompt has {found} image tokens after tokenization, expected {n_image_tokens}")
+        return ids
+
+    def prepare_inputs(self, features, grid, image_size, question: str, answer: str | None = None) -> PreparedInputs:
+        """Build the language model's input embeddings (and labels when ``answer`` is given, for training).
+
+        Args:
+            features: [T, n, d] per-tile features (torch or numpy float).
+            grid: (rows, cols).
+            image_size: (height, width).
+            question: user text.
+            answer: optional assistant answer appended after the generation prompt, followed by EOS.
+
+        Returns:
+            PreparedInputs with L = prompt length (+ answer length + 1).
+        """
+        image_embeds = self.image_embeddings(features, grid, image_size)  # [M, D]
+        ids = self.prompt_ids(question, image_embeds.shape[0]).to(self.device)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        if answer is not None:
+            if not isinstance(answer, str):
+                raise TypeError(f"answer must be a str, got {type(answer).__name__}")
+            ans = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0].to(self.device)
+            eos = self._eos_ids()[0]
+            ans = torch.cat([ans, ans.new_tensor([eos])])
+            ids = torch.cat([ids, ans])
+            labels = torch.cat([labels, ans])
+        mask = ids == self.spec.image_token_id
+        embeds = self.language_model.get_input_embeddings()(ids)  # [L, D]
+        # Same operation as the reference's masked_scatter: image rows replace the placeholder rows in order.
+        embeds = embeds.masked_scatter(mask[:, None], image_embeds.to(embeds.dtype))
+        return PreparedInputs(input_ids=ids, inputs_embeds=embeds, image_mask=mask, labels=labels)
+
+    def logits(self, features, grid, image_size, question: str, answer: str | None = None) -> torch.Tensor:
+        """Forward logits [L, V] for the prompt (plus answer, if given). Not under no_grad: the caller decides."""
+        inputs = self.prepare_inputs(features, grid, image_size, question, answer)
+        return self.forward_embeds(inputs.inputs_embeds)
+
+    def forward_embeds(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Language-model logits for input embeddings: [L, D] → [L, V] (or [B, L, D] → [B, L, V])."""
+        batched = inputs_embeds.dim() == 3
+        embeds = inputs_embeds if batched else inputs_embeds[None]
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        return out if batched else out[0]
+
+    @torch.inference_mode()
+    def generate(self, features, grid, image_size, question: str,
+                 options: GenerationOptions | None = None) -> GenerationResult:
+        """Generate an answer for per-tile features.
+
+        Args:
+            features: [T, n, d] per-tile features (n = n_v: reference packing; n < n_v: merged order).
+            grid: (rows, cols).
+            image_size: (height, width).
+            question: user text.
+            options: decoding options (greedy by default).
+        """
+        options = options or GenerationOptions()
+        inputs = self.prepare_inputs(features, grid, image_size, question)
+        embeds = inputs.inputs_embeds[None]
+        kwargs = dict(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+            max_new_tokens=options.max_new_tokens,
+            do_sample=options.do_sample,
+            eos_token_id=self._eos_ids(),
+            pad_token_id=self._pad_id(),
+            repetition_penalty=options.repetition_penalty,
+        )
+        if options.do_sample:
+            kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+        else:  # override any sampling defaults in the checkpoint's generation_config
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if options.stop_strings:
+            kwargs.update(stop_strings=list(options.stop_strings), tokenizer=self.tokenizer)
+        with torch.random.fork_rng(devices=self._rng_devices(), enabled=options.seed is not None):
+            if options.seed is not None:
+                torch.manual_seed(options.seed)
+            out = self.language_model.generate(**kwargs)
+        # With inputs_embeds only, decoder-only generate returns just the new tokens.
+        new_ids = out[0]
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        for stop in options.stop_strings:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        return GenerationResult(
+            text=text.strip(),
+            token_ids=new_ids.cpu(),
+            prompt_tokens=int(inputs.input_ids.shape[0]),
+            image_tokens=int(inputs.image_mask.sum()),
+        )
+
+    def answer(self, features, grid, image_size, question: str, options: GenerationOptions | None = None) -> str:
+        """Answer text for per-tile features (see ``generate``)."""
+        return self.generate(features, grid, image_size, question, options).text
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _as_features(self, features) -> torch.Tensor:
+        if isinstance(features, np.ndarray):
+            if not np.issubdtype(features.dtype, np.floating):
+                raise TypeError(f"features must be floating point, got {features.dtype}")
+            features = torch.from_numpy(features)
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features must be a torch.Tensor or numpy array, got {type(features).__name__}")
+        if not features.is_floating_point():
+            raise TypeError(f"features must be floating point, got {features.dtype}")
+        if features.dim() != 3 or features.shape[2] != self.spec.vision_dim:
+            raise ValueError(f"features must be [T, n, {self.spec.vision_dim}], got {tuple(features.shape)}")
+        return features.to(self.device, self.dtype)
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.language_model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("neither the generation config nor the tokenizer defines an EOS token")
+        return list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
+
+    def _pad_id(self) -> int:
+        pad = self.language_model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else self._eos_ids()[0]
+
+    def _rng_devices(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
