@@ -1,0 +1,52 @@
+"""One tree shape for both frontends: a tag with attributes, children and a source location.
+
+The XML and YAML frontends differ only in spelling (XML puts ``<param>`` in child elements, YAML in
+a ``param:`` list); both are read into :class:`Entity` so the interpreter has one code path.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional
+
+from .errors import LaunchError
+
+
+@dataclass
+class Entity:
+    """A launch tag. ``kind`` is normalized: dashes become underscores (``set-env`` == ``set_env``)."""
+
+    kind: str
+    attrs: Dict[str, Any]
+    children: List['Entity'] = field(default_factory=list)
+    file: Optional[str] = None
+    line: Optional[int] = None
+
+    def error(self, what: str) -> LaunchError:
+        return LaunchError(f'<{self.kind}>: {what}', self.file, self.line)
+
+    def check(self, allowed_attrs: Iterable[str],
+              allowed_children: Optional[Iterable[str]] = ()) -> None:
+        """Refuse anything this runner does not implement, rather than silently ignoring it."""
+        allowed_attrs = set(allowed_attrs)
+        for name in self.attrs:
+            if name not in allowed_attrs:
+                raise self.error(
+                    f"unsupported attribute '{name}' (supported: {', '.join(sorted(allowed_attrs))})")
+        if allowed_children is None:  # the caller dispatches (and refuses) children itself
+            return
+        allowed_children = set(allowed_children)
+        for child in self.children:
+            if child.kind not in allowed_children:
+                supported = ', '.join(sorted(allowed_children)) or 'none'
+                raise child.error(f'not allowed inside <{self.kind}> (allowed here: {supported})')
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def require(self, name: str) -> Any:
+        if name not in self.attrs:
+            raise self.error(f"missing required attribute '{name}'")
+        return self.attrs[name]
+
+
+def normalize_kind(tag: str) -> str:
+    return tag.replace('-', '_')
