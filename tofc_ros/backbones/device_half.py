@@ -94,9 +94,11 @@ class DeviceHalf:
         dtype: compute dtype (the features come out in it).
         device: where the tower lives.
         tiles_per_batch: at most this many tiles per forward pass (None: all at once).
+        fingerprint: ``loading.backbone_fingerprint`` of the checkpoint (goes into CompressedFeatures).
     """
 
-    def __init__(self, spec: BackboneSpec, vision_tower, image_processor, *, dtype, device, tiles_per_batch=None):
+    def __init__(self, spec: BackboneSpec, vision_tower, image_processor, *, dtype, device, tiles_per_batch=None,
+                 fingerprint: str = ""):
         if tiles_per_batch is not None and tiles_per_batch < 1:
             raise ValueError(f"tiles_per_batch must be ≥ 1 or None, got {tiles_per_batch}")
         self.spec = spec
@@ -105,6 +107,7 @@ class DeviceHalf:
         self.dtype = dtype
         self.device = torch.device(device)
         self.tiles_per_batch = tiles_per_batch
+        self.fingerprint = fingerprint
 
     def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         """Tile and normalise an image.

@@ -34,6 +34,7 @@ __all__ = [
     "parse_dtype",
     "load_config",
     "CheckpointReader",
+    "backbone_fingerprint",
     "build_module",
     "load_device_half",
     "load_server_half",
@@ -176,6 +177,29 @@ class CheckpointReader:
                 for short, stored in items:
                     out[short] = f.get_tensor(stored)
         return out
+
+
+def backbone_fingerprint(reader: CheckpointReader, spec: BackboneSpec) -> str:
+    """32-hex-digit identity of what makes features compatible between the two halves.
+
+    Covers the split-relevant spec and the bytes of every vision-tower tensor the device runs (as stored, so the load
+    dtype does not change it). Both halves compute it from the checkpoint with this one function, so a server holding
+    another vision tower (or another feature layer / selection) sees a different fingerprint and can refuse.
+    Cost: one read of the vision tower's bytes (about 0.8 GB for SigLIP-SO400M in bf16).
+    """
+    import dataclasses
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(b"tofc-backbone-v1\0")
+    h.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
+    keep = _vision_tower_keep(spec)
+    for key in sorted(k for k in reader.keys() if k.startswith("vision_tower.") and keep(k[len("vision_tower.") :])):
+        tensor = reader.load(key)[""]
+        h.update(f"\0{key}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
+        # Byte view, not numpy: numpy has no bfloat16.
+        h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def build_module(
@@ -362,7 +386,15 @@ def load_device_half(
     dt, dev = parse_dtype(dtype), parse_device(device)
     reader = CheckpointReader(model_dir)
     tower = build_vision_tower(reader, config, spec, dt, dev)
-    return DeviceHalf(spec, tower, load_image_processor(model_dir), dtype=dt, device=dev, tiles_per_batch=tiles_per_batch)
+    return DeviceHalf(
+        spec,
+        tower,
+        load_image_processor(model_dir),
+        dtype=dt,
+        device=dev,
+        tiles_per_batch=tiles_per_batch,
+        fingerprint=backbone_fingerprint(reader, spec),
+    )
 
 
 def load_server_half(
@@ -402,8 +434,21 @@ def load_server_half(
     lm = build_language_model(reader, config, dt, dev)
     if (model_dir / "generation_config.json").is_file():
         lm.generation_config = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
+    fingerprint = backbone_fingerprint(reader, spec)
     vision = None
     if load_vision:
         tower = build_vision_tower(reader, config, spec, dt, dev)
-        vision = DeviceHalf(spec, tower, load_image_processor(model_dir), dtype=dt, device=dev)
-    return ServerHalf(spec, projector, newline, lm, load_tokenizer(model_dir), dtype=dt, device=dev, vision=vision)
+        vision = DeviceHalf(
+            spec, tower, load_image_processor(model_dir), dtype=dt, device=dev, fingerprint=fingerprint
+        )
+    return ServerHalf(
+        spec,
+        projector,
+        newline,
+        lm,
+        load_tokenizer(model_dir),
+        dtype=dt,
+        device=dev,
+        vision=vision,
+        fingerprint=fingerprint,
+    )

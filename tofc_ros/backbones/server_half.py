@@ -111,10 +111,11 @@ class ServerHalf:
         tokenizer: the checkpoint's tokenizer with a chat template.
         dtype, device: where and in what precision the modules live.
         vision: optional DeviceHalf for image mode.
+        fingerprint: ``loading.backbone_fingerprint`` of the checkpoint; a payload with another one must be refused.
     """
 
     def __init__(self, spec: BackboneSpec, projector, image_newline, language_model, tokenizer, *, dtype, device,
-                 vision: DeviceHalf | None = None):
+                 vision: DeviceHalf | None = None, fingerprint: str = ""):
         self.spec = spec
         self.projector = projector
         self.image_newline = image_newline
@@ -123,6 +124,7 @@ class ServerHalf:
         self.dtype = dtype
         self.device = torch.device(device)
         self.vision = vision
+        self.fingerprint = fingerprint
         self.image_token = tokenizer.convert_ids_to_tokens(spec.image_token_id)
         if tokenizer.convert_tokens_to_ids(self.image_token) != spec.image_token_id:
             raise ValueError(f"tokenizer and config disagree on the image token id {spec.image_token_id}")
