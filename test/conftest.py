@@ -17,3 +17,62 @@ os.environ["ROS_DOMAIN_ID"] = os.environ["TOFC_TEST_DOMAIN_ID"]
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def ros():
+    """An initialised rclpy context and an executor spinning in the background; nodes added via `ros.add`."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    class _Ros:
+        def __init__(self) -> None:
+            self.context = rclpy.Context()
+            rclpy.init(context=self.context)
+            self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+            self.nodes = []
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+
+        def _spin(self) -> None:
+            while self.context.ok():
+                try:
+                    self.executor.spin_once(timeout_sec=0.05)
+                except Exception:  # context shut down mid-spin
+                    if self.context.ok():
+                        raise
+
+        def add(self, node):
+            self.nodes.append(node)
+            self.executor.add_node(node)
+            return node
+
+        def close(self) -> None:
+            for node in reversed(self.nodes):
+                self.executor.remove_node(node)
+                node.destroy_node()
+            rclpy.shutdown(context=self.context)
+            self._thread.join(timeout=5)
+            self.executor.shutdown()
+
+    env = _Ros()
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s: {getattr(predicate, '__name__', predicate)}")

@@ -16,6 +16,9 @@ class ParameterError(ValueError):
 
 def _descriptor(info: ParamInfo) -> ParameterDescriptor:
     desc = ParameterDescriptor(description=info.description, read_only=True)
+    # YAML and `-p x:=2` give an integer for a float parameter; accept it (the config dataclass converts and
+    # range-checks) instead of rclpy's type error for `2` vs `2.0`.
+    desc.dynamic_typing = info.type is float
     if info.choices:
         desc.additional_constraints = "one of: " + ", ".join(info.choices)
     if info.type is int and (info.low is not None or info.high is not None):
