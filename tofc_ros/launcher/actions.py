@@ -120,6 +120,13 @@ class Interpreter:
             raise e.error(f"attribute '{name}' must be a string, got {type(raw).__name__}")
         return substitute(raw, self.ctx(e))
 
+    def words(self, e: Entity, name: str) -> List[str]:
+        """A command-line attribute (``args``, ``cmd``): split on literal whitespace only."""
+        raw = e.attrs.get(name, '')
+        if isinstance(raw, (list, tuple)):
+            raise e.error(f"attribute '{name}' must be one string of space-separated words")
+        return split_command_line(str(raw if raw is not None else ''), self.ctx(e))
+
     def literal(self, e: Entity, name: str) -> str:
         """Names of args/configs/env vars: substituted too (launch allows it) and non-empty."""
         value = self.text(e, name, required=True)
@@ -253,8 +260,8 @@ class Interpreter:
                 raise e.error(err.what) from None
         else:
             exe = executable
-        cmd = [exe] + split_command_line(self.text(e, 'args', ''), self.ctx(e))
-        ros_args = split_command_line(self.text(e, 'ros_args', ''), self.ctx(e))
+        cmd = [exe] + self.words(e, 'args')
+        ros_args = self.words(e, 'ros_args')
         if ros_args:
             cmd += ['--ros-args'] + ros_args
         cmd.append('--ros-args')
@@ -280,8 +287,8 @@ class Interpreter:
         e.check(('cmd', 'name', 'args', 'cwd', 'output', 'on_exit') + CONDITIONS, ('env',))
         if not self.enabled(e):
             return
-        cmd = split_command_line(self.text(e, 'cmd', required=True), self.ctx(e))
-        cmd += split_command_line(self.text(e, 'args', ''), self.ctx(e))
+        e.require('cmd')
+        cmd = self.words(e, 'cmd') + self.words(e, 'args')
         if not cmd:
             raise e.error("attribute 'cmd' is empty")
         self.add_process(e, self.text(e, 'name') or os.path.basename(cmd[0]), cmd, None)
