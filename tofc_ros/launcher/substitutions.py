@@ -222,7 +222,9 @@ def _evaluate_subst(sub: Subst, ctx: Context) -> str:
         arity(1, 1)
         return ctx.anon_names.setdefault(args[0], f'{args[0]}_{uuid.uuid4().hex[:12]}')
     if sub.name == 'eval':
-        arity(1, 1)
+        if len(args) != 1:
+            raise ctx.error(f"$(eval) takes one argument, got {len(args)}: quote the expression, "
+                            f"e.g. $(eval '{' '.join(args)}')")
         return str(safe_eval(args[0], ctx))
     raise ctx.error(f"unsupported substitution '$({sub.name})'")  # parse() already refuses these
 
