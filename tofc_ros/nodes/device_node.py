@@ -88,7 +88,7 @@ class DeviceNode(Node):
         if (self._stride_count - 1) % self.config.frame_stride:
             self.counters.add("frames_skipped")
             return
-        if self._mailbox.put((msg, time.perf_counter())):
+        if self._mailbox.put(msg):
             self.counters.add("frames_dropped")
 
     def _run(self) -> None:
@@ -107,9 +107,10 @@ class DeviceNode(Node):
                     self.counters.add("frames_dropped")
                     item = newer
             next_start = time.perf_counter() + period
-            self._encode_and_publish(*item)
+            self._encode_and_publish(item)
 
-    def _encode_and_publish(self, msg, received: float) -> None:
+    def _encode_and_publish(self, msg) -> None:
+        started = time.perf_counter()
         cfg = self.config
         try:
             if cfg.image_format == "raw":
@@ -127,7 +128,7 @@ class DeviceNode(Node):
             self.get_logger().error(f"encoding failed: {exc!r}", throttle_duration_sec=5.0)
             return
         out = _features_msg(encoded, msg.header, cfg.camera, self._sequence,
-                            device_ms=(time.perf_counter() - received) * 1e3)
+                            device_ms=(time.perf_counter() - started) * 1e3)
         out.sent = self.get_clock().now().to_msg()
         self._pub.publish(out)
         self._sequence += 1
