@@ -1,1 +1,44 @@
-"""Pure torch/numpy feature codecs (no rclpy): DPC-KNN merging, entropy models, bitstream, baselines."""
+"""Pure torch/numpy feature codecs (no rclpy): DPC-KNN merging, entropy models, bitstream, baselines.
+
+Yuan et al., TOFC: token merging (DPC-KNN, sec. IV-A) + a selective Laplacian hyperprior entropy model
+(sec. IV-B/C) for the vision features of a split VLM. Public API::
+
+    from tofc_ros.codec import dpc_knn_merge, load_codec, peek_header, BitstreamError
+    merged, assignment, centres = dpc_knn_merge(features, n_c=16)      # [T, N, D] -> [T, C, D]
+    codec = load_codec("model.safetensors")   # or "fp16/1", "fp16-zstd/1", "quant-zstd/1", "jpeg/1", "webp/1"
+    payload = codec.encode(merged); merged_hat = codec.decode(payload)
+
+Training: SelectiveEntropyModel(HyperpriorConfig(d=...)) -> forward() / aux_loss() -> update() -> save_model().
+
+Modules: merging (DPC-KNN), laplacian (Laplace conditional), fixed_point (exact integer networks), hyperprior
+(E hyperprior experts), selective (router + experts, CompressAI contract), entropy_coding (rANS calls), bitstream
+(container + errors), weights (safetensors + fingerprint), baselines, tofc_codec, registry (load_codec), fitting.
+"""
+
+from .bitstream import (
+    BitstreamError,
+    ChecksumError,
+    CodecMismatchError,
+    FingerprintMismatch,
+    Header,
+    LimitError,
+    MalformedPayloadError,
+    TruncatedError,
+    UnsupportedVersionError,
+    peek_header,
+)
+from .hyperprior import HyperpriorConfig
+from .merging import MergeResult, dpc_knn_merge
+from .registry import Codec, available_codecs, codec_for_payload, load_codec, register_codec
+from .selective import SelectiveEntropyModel
+from .tofc_codec import TofcCodec
+from .weights import load_model, model_fingerprint, save_model
+from . import baselines  # noqa: F401  (registers the baseline codecs)
+
+__all__ = [
+    "BitstreamError", "ChecksumError", "CodecMismatchError", "FingerprintMismatch", "Header", "LimitError",
+    "MalformedPayloadError", "TruncatedError", "UnsupportedVersionError", "peek_header",
+    "HyperpriorConfig", "MergeResult", "dpc_knn_merge", "Codec", "available_codecs", "codec_for_payload",
+    "load_codec", "register_codec", "SelectiveEntropyModel", "TofcCodec", "load_model", "model_fingerprint",
+    "save_model",
+]

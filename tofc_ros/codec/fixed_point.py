@@ -102,7 +102,7 @@ class FixedPointExpertMLP(nn.Module):
         """All experts on all rows (training and analysis).
 
         Args:
-            x: Tensor[M, I] real-valued input.
+            x: Tensor[M, I] real-valued input shared by all experts, or Tensor[M, E, I] one input per expert.
             fake_quant: apply straight-through fake quantisation (train as the integer network will run).
 
         Returns:
@@ -111,7 +111,8 @@ class FixedPointExpertMLP(nn.Module):
         h = x.clamp(-self.in_clip, self.in_clip)
         if fake_quant:
             h = _fake_quant(h, self.in_frac_bits)
-        h = h.unsqueeze(1).expand(-1, self.n_experts, -1)
+        if h.dim() == 2:
+            h = h.unsqueeze(1).expand(-1, self.n_experts, -1)
         for i in range(self.n_layers):
             w, b = self.weights[i], self.biases[i]
             if fake_quant:

@@ -1,0 +1,62 @@
+"""One rANS call per image over a CompressAI entropy model's quantized CDF tables.
+
+CompressAI's ``EntropyModel.compress`` converts the whole CDF table to Python lists on every call and codes one
+string per batch element. Here the tables are converted once (cached until the model's tables change) and all
+symbols of an image are coded into a single string, with a table index per symbol. The coder is CompressAI's
+compiled rANS (``compressai.ans``); symbols outside a table's range use its escape (bypass) coding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._compressai import ans
+
+__all__ = ["TableCoder"]
+
+
+class TableCoder:
+    """Encode/decode integer symbols with per-symbol table indexes against fixed quantized CDF tables.
+
+    Args:
+        entropy_model: a CompressAI ``EntropyModel`` after ``update()`` (``_quantized_cdf``, ``_cdf_length``,
+            ``_offset`` filled).
+    """
+
+    def __init__(self, entropy_model) -> None:
+        for name in ("_quantized_cdf", "_cdf_length", "_offset"):
+            if getattr(entropy_model, name).numel() == 0:
+                raise ValueError("Uninitialized CDFs. Run update() first")
+        cdf = entropy_model._quantized_cdf
+        self.n_tables = int(cdf.shape[0])
+        self._cdfs = cdf.tolist()
+        self._lengths = entropy_model._cdf_length.reshape(-1).tolist()
+        self._offsets = entropy_model._offset.reshape(-1).tolist()
+
+    def _check_indexes(self, indexes: Tensor) -> list[int]:
+        if indexes.numel() and (int(indexes.min()) < 0 or int(indexes.max()) >= self.n_tables):
+            raise ValueError(f"table index out of range 0..{self.n_tables - 1}")
+        return indexes.reshape(-1).tolist()
+
+    def encode(self, symbols: Tensor, indexes: Tensor) -> bytes:
+        """Args: symbols, indexes: integer tensors of equal shape. Returns: one rANS string."""
+        if symbols.shape != indexes.shape:
+            raise ValueError(f"symbols {tuple(symbols.shape)} and indexes {tuple(indexes.shape)} differ in shape")
+        if symbols.numel() == 0:
+            return b""
+        sym = symbols.reshape(-1).to(torch.int64)
+        if int(sym.abs().max()) >= 2**30:  # escape coding handles large values, but int32 in the C++ coder
+            raise ValueError("symbol magnitude too large for the rANS coder (>= 2^30)")
+        return ans.RansEncoder().encode_with_indexes(
+            sym.tolist(), self._check_indexes(indexes), self._cdfs, self._lengths, self._offsets
+        )
+
+    def decode(self, string: bytes, indexes: Tensor) -> Tensor:
+        """Args: string from :meth:`encode`; indexes: the same table indexes. Returns: int64 symbols, indexes' shape."""
+        if indexes.numel() == 0:
+            return torch.zeros(indexes.shape, dtype=torch.int64)
+        values = ans.RansDecoder().decode_with_indexes(
+            string, self._check_indexes(indexes), self._cdfs, self._lengths, self._offsets
+        )
+        return torch.tensor(values, dtype=torch.int64).reshape(indexes.shape)
