@@ -72,9 +72,12 @@ def test_terminal_ctrl_c_reaches_each_child_once(tmp_path, env):
 
 
 def test_a_dying_node_stops_the_others_and_fails(tmp_path, env):
+    go = tmp_path / 'go'
     path = launch_file(tmp_path, '<node pkg="demo" exec="sleeper" name="steady"/>',
                        '<node pkg="demo" exec="crasher" name="fragile" namespace="robot"/>')
-    runner = kit.Runner([path], env)
+    runner = kit.Runner([path], dict(env, WAIT_FOR=str(go)))
+    runner.wait_for('ready')  # the crash comes once the other node is up, not during its start
+    go.touch()
     assert runner.finish() == 1, runner.output
     out = runner.output
     assert "[ERROR] [crasher-2]: process has died [pid" in out
@@ -95,9 +98,13 @@ def test_node_killed_by_a_foreign_signal_is_a_failure(tmp_path, env):
 
 
 def test_on_exit_shutdown(tmp_path, env):
+    go = tmp_path / 'go'
     path = launch_file(tmp_path, '<node pkg="demo" exec="sleeper" name="server"/>',
-                       '<node pkg="demo" exec="quick" name="client" on_exit="shutdown"/>')
+                       '<node pkg="demo" exec="quick" name="client" on_exit="shutdown">'
+                       f'<env name="WAIT_FOR" value="{go}"/></node>')
     runner = kit.Runner([path], env)
+    runner.wait_for('ready')
+    go.touch()
     assert runner.finish() == 0, runner.output
     assert 'quick-2 exited and has on_exit="shutdown"' in runner.output
     assert '[sleeper-1] SIGINT #1' in runner.output
