@@ -91,21 +91,18 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     t, n, d = x.shape
     idx = torch.arange(n, device=x.device)
 
-    # Squared Euclidean distances from one Gram matmul, d2[i, j] = |x_i|^2 + (|x_j|^2 - 2 x_i.x_j). The row
-    # constant |x_i|^2 changes neither the neighbour ranking nor the row minima, so the N x N matrix holds only
-    # e[i, j] = |x_j|^2 - 2 x_i.x_j (one fused baddbmm) and |x_i|^2 is added to the O(N) reduced values instead.
+    # Squared Euclidean distances from one fused Gram matmul: d2 = (|x_i|^2 + |x_j|^2) - 2 x_i.x_j. This form is
+    # symmetric bit for bit whenever the Gram matrix is (as BLAS gives here), so mutual neighbours get exactly
+    # equal densities, as in the paper's equations (d(i, j) = d(j, i)); the tie rules then apply.
     sq = torch.linalg.vecdot(x, x)  # [T, N]
     if not bool(torch.isfinite(sq).all()):  # NaN/Inf in x (or overflow of |x|^2) shows up here, O(T*N)
         raise ValueError(f"x of shape {tuple(x.shape)} contains NaN/Inf or values too large for {x.dtype}")
-    e = torch.baddbmm(sq.unsqueeze(1), x, x.transpose(1, 2), alpha=-2.0)  # [T, N, N]
-    e.diagonal(dim1=1, dim2=2).copy_(-sq)  # self-distance exactly 0 (and always the row minimum)
-    sq_i = sq.unsqueeze(-1)
+    d2 = torch.baddbmm(sq.unsqueeze(2) + sq.unsqueeze(1), x, x.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
+    d2.diagonal(dim1=1, dim2=2).zero_()  # exact zero self-distance (always a row minimum)
 
     # Local density: rho = exp(-mean of the K smallest non-self squared distances). Work with m = -log(rho).
     # Self is always among the K+1 smallest, so their sum equals the sum of the K smallest non-self distances.
-    # Clamping at 0 (rounding can make d2 slightly negative) is monotone, so it can follow the top-k selection.
-    knn = e.topk(k + 1, dim=-1, largest=False).values  # [T, N, K+1]
-    m = (knn + sq_i).clamp_min_(0.0).sum(-1) / k  # [T, N]; lower m = higher rho
+    m = d2.topk(k + 1, dim=-1, largest=False).values.sum(-1) / k  # [T, N]; lower m = higher rho
 
     # Density rank under the strict order (rho descending, then lower index): stable sort of m ascending.
     by_density = torch.sort(m, dim=-1, stable=True).indices  # [T, N], densest first
@@ -113,10 +110,9 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     rank.scatter_(1, by_density, idx.to(torch.int32).expand(t, n))  # rank[t, i]
     denser = rank.unsqueeze(1) < rank.unsqueeze(2)  # denser[t, i, j]: j is denser than i
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    delta2 = torch.where(denser, e, inf).amin(-1)  # [T, N], without the row constant; +inf for the densest
+    delta2 = torch.where(denser, d2, inf).amin(-1)  # [T, N] squared delta; +inf for the densest
     densest = by_density[:, :1]  # [T, 1]; no denser feature: delta = its maximum distance
-    delta2.scatter_(1, densest, torch.gather(e, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
-    delta2 = (delta2 + sq).clamp_min_(0.0)
+    delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
 
     # log(rho * delta) = -m + 0.5 * log(delta^2); log(0) = -inf is fine (duplicates rank last, then by index).
     score = -m + 0.5 * torch.log(delta2)
@@ -124,8 +120,8 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     centres = order[:, :n_c].sort(dim=-1).values  # [T, C], ascending feature index
 
     # Nearest centre; argmin returns the first minimum, i.e. the centre with the lower feature index.
-    e_to_centres = torch.gather(e, 2, centres.unsqueeze(1).expand(t, n, n_c))  # [T, N, C]; + |x_i|^2 = d2
-    assignment = e_to_centres.argmin(-1)
+    d2_to_centres = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c))  # [T, N, C]
+    assignment = d2_to_centres.argmin(-1)
     # A centre always belongs to its own cluster (matters only for duplicated centres).
     assignment.scatter_(1, centres, torch.arange(n_c, device=x.device).expand(t, n_c))
 
