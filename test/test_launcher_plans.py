@@ -344,3 +344,25 @@ def test_first_prefix_with_the_package_wins(tmp_path, prefix):
     with load(path, env) as plan:
         assert plan.processes[0].cmd[0] == str(other / 'lib' / 'demo' / 'quick')
         assert plan.configurations['s'] == str(other / 'share' / 'demo')
+
+
+def test_yaml_typed_attributes_are_read_as_xml_spells_them(tmp_path, env):
+    path = write(tmp_path, 't.launch.yaml', '''launch:
+    - arg: {name: n, default: 3}
+    - group:
+        scoped: false
+        children:
+        - let: {name: leaked, value: 1}
+    - node: {pkg: demo, exec: quick, name: a, if: true, args: --n $(var n) $(var leaked)}
+    - node: {pkg: demo, exec: quick, name: b, if: false}
+    ''')
+    with load(path, env) as plan:
+        assert [p.node.name for p in plan.processes] == ['a']
+        assert plan.processes[0].cmd[1:4] == ['--n', '3', '1']
+
+
+def test_the_launcher_never_imports_rclpy():
+    import subprocess
+    code = ('import sys, tofc_ros.launcher, tofc_ros.launcher.cli; '
+            'sys.exit(any(m.split(".")[0] in ("rclpy", "launch", "launch_ros") for m in sys.modules))')
+    assert subprocess.run([sys.executable, '-c', code], cwd=kit.REPO).returncode == 0
