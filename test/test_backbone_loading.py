@@ -188,6 +188,19 @@ def test_tiny_models_load_with_from_pretrained(tiny_root):
     assert tokenizer.chat_template
 
 
+def test_backbones_layer_imports_no_ros():
+    """House rule 1: the pure layer never imports rclpy or message packages."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tofc_ros.backbones, tofc_ros.backbones.tiny; "
+        "bad = [m for m in sys.modules if m.startswith(('rclpy', 'std_msgs', 'sensor_msgs', 'tofc_msgs'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
 def test_missing_path_without_network_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="allow_network=True"):
         resolve_model_dir("llava-hf/llava-onevision-qwen2-0.5b-ov-hf")

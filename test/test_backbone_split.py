@@ -218,3 +218,12 @@ def test_training_labels_and_gradients(halves):
     loss.backward()
     assert feats.grad is not None and feats.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in server_half.language_model.parameters()), "the LLM stays frozen"
+
+
+def test_device_features_can_enter_a_trainable_codec(halves):
+    """Device features are ordinary tensors (not inference-mode ones), so a trainable codec can save them."""
+    device_half, _ = halves["llava15"]
+    vf = device_half.encode_image(_image(40, 60))
+    codec = torch.nn.Linear(vf.dim, vf.dim)
+    codec(vf.features).square().mean().backward()
+    assert codec.weight.grad is not None

@@ -134,7 +134,9 @@ class DeviceHalf:
             )
         return pixel_values.to(self.device, self.dtype), grid, image_size
 
-    @torch.inference_mode()
+    # no_grad rather than inference_mode: the trainer feeds these features into a trainable codec, and inference
+    # tensors cannot be saved for backward.
+    @torch.no_grad()
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Vision tower up to the feature layer plus selection: [T, 3, S, S] → [T, n_v, d]."""
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:

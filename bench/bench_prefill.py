@@ -1,0 +1,161 @@
+"""LLM prefill with TOFC-merged image tokens vs full image tokens, and decode speed.
+
+A Qwen2-0.5B-shaped language model (the LLM of llava-onevision-qwen2-0.5b: hidden 896, 24 layers, 14 heads, 2 KV heads,
+intermediate 4864, vocabulary 151936) with random weights; timing does not depend on the values.
+
+    merged: 10 tiles × 16 merged tokens = 160 image tokens + prompt
+    full:   10 tiles × 729 vision tokens = 7290 image tokens + prompt
+
+Prefill = one forward pass over the whole prompt that fills the KV cache and yields the first token's logits
+(logits only for the last position, as ``generate`` does). Decode = tokens per second of greedy generation after the
+merged prompt, prefill excluded.
+
+Usage:
+    python bench/bench_prefill.py [--repeats 5] [--full-repeats 2] [--dtype fp32] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Run from a checkout without installing: the repository root holds the tofc_ros package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def qwen2_05b_config(vocab_size: int = 151936):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        vocab_size=vocab_size,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def time_prefill(model, n_tokens: int, repeats: int, device: torch.device, dtype: torch.dtype) -> list[float]:
+    """Seconds per prefill of ``n_tokens`` input embeddings (KV cache on, logits for the last position only)."""
+    gen = torch.Generator().manual_seed(0)
+    embeds = (torch.randn(1, n_tokens, model.config.hidden_size, generator=gen) * 0.02).to(device, dtype)
+    mask = torch.ones(1, n_tokens, dtype=torch.long, device=device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+@torch.inference_mode()
+def time_decode(model, n_prompt: int, n_new: int, device: torch.device, dtype: torch.dtype) -> float:
+    """Decode tokens/second after a prompt of ``n_prompt`` embeddings (prefill time subtracted)."""
+    gen = torch.Generator().manual_seed(1)
+    embeds = (torch.randn(1, n_prompt, model.config.hidden_size, generator=gen) * 0.02).to(device, dtype)
+    mask = torch.ones(1, n_prompt, dtype=torch.long, device=device)
+    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, do_sample=False, pad_token_id=0, eos_token_id=None)
+    _sync(device)
+    t0 = time.perf_counter()
+    model.generate(**kwargs, max_new_tokens=1, min_new_tokens=1)
+    _sync(device)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = model.generate(**kwargs, max_new_tokens=n_new, min_new_tokens=n_new)
+    _sync(device)
+    t_all = time.perf_counter() - t0
+    assert out.shape[1] == n_new, out.shape
+    return (n_new - 1) / max(t_all - t_first, 1e-9)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=10)
+    parser.add_argument("--merged-per-tile", type=int, default=16)
+    parser.add_argument("--full-per-tile", type=int, default=729)
+    parser.add_argument("--prompt-tokens", type=int, default=24, help="text tokens around the image (chat template + question)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed merged prefills (after one warm-up)")
+    parser.add_argument("--full-repeats", type=int, default=2, help="timed full prefills (after one warm-up)")
+    parser.add_argument("--gen-tokens", type=int, default=32)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", default=None, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM
+
+    from tofc_ros.backbones.loading import parse_device, parse_dtype
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype, device = parse_dtype(args.dtype), parse_device(args.device)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_config(qwen2_05b_config(), dtype=dtype).to(device).eval()
+    build_s = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+
+    n_merged = args.tiles * args.merged_per_tile + args.prompt_tokens
+    n_full = args.tiles * args.full_per_tile + args.prompt_tokens
+    time_prefill(model, n_merged, 1, device, dtype)  # warm-up
+    merged = time_prefill(model, n_merged, args.repeats, device, dtype)
+    time_prefill(model, n_full, 1, device, dtype)  # warm-up (also the allocator's high-water mark)
+    full = time_prefill(model, n_full, args.full_repeats, device, dtype)
+    tok_s = time_decode(model, n_merged, args.gen_tokens, device, dtype)
+
+    result = {
+        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "device": str(device),
+        "params_millions": round(n_params / 1e6, 1),
+        "build_s": round(build_s, 2),
+        "merged_tokens": n_merged,
+        "full_tokens": n_full,
+        "merged_prefill_s": round(statistics.median(merged), 4),
+        "full_prefill_s": round(statistics.median(full), 3),
+        "merged_prefill_all_s": [round(t, 4) for t in merged],
+        "full_prefill_all_s": [round(t, 3) for t in full],
+        "speedup": round(statistics.median(full) / statistics.median(merged), 1),
+        "decode_tokens_per_s": round(tok_s, 2),
+        "gen_tokens": args.gen_tokens,
+    }
+    print(f"Qwen2-0.5B-shaped LM ({result['params_millions']} M params, random weights), {args.dtype} on {device}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"| prompt | tokens | prefill (median) |")
+    print(f"|---|---:|---:|")
+    print(f"| merged ({args.tiles}×{args.merged_per_tile} + {args.prompt_tokens}) | {n_merged} | "
+          f"{result['merged_prefill_s']:.3f} s |")
+    print(f"| full ({args.tiles}×{args.full_per_tile} + {args.prompt_tokens}) | {n_full} | {result['full_prefill_s']:.2f} s |")
+    print(f"speedup (full / merged prefill): {result['speedup']}×")
+    print(f"decode after the merged prompt: {result['decode_tokens_per_s']} tokens/s ({args.gen_tokens} greedy tokens)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
