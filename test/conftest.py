@@ -76,3 +76,28 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s: {getattr(predicate, '__name__', predicate)}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny LLaVA-OneVision checkpoint (real classes, seed 0) in llava-hf layout."""
+    from tofc_ros.backbones.tiny import save_tiny_model
+
+    return save_tiny_model("onevision", tmp_path_factory.mktemp("tiny_ov") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_path(tiny_model_dir, tmp_path_factory):
+    """An updated (untrained, seeded) TOFC codec for the tiny model's feature dim, as .safetensors."""
+    import torch
+    from transformers import AutoConfig
+
+    from tofc_ros.codec import HyperpriorConfig, SelectiveEntropyModel, save_model
+
+    d = AutoConfig.from_pretrained(tiny_model_dir).vision_config.hidden_size
+    torch.manual_seed(0)
+    model = SelectiveEntropyModel(HyperpriorConfig(d=d, n_e=4))
+    model.update()
+    path = tmp_path_factory.mktemp("tiny_codec") / "tofc_codec.safetensors"
+    save_model(model, path)
+    return path

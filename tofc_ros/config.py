@@ -19,6 +19,10 @@ from typing import Any, Mapping
 import yaml
 
 _RELIABILITY = ("reliable", "best_effort")
+_CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "placeholder-zstd")
+_DTYPES = ("fp32", "bf16", "fp16")
+_DEFAULT_MODEL = "package://tofc_ros/models/easyvqa-tiny-ov"
+_DEFAULT_CODEC = "package://tofc_ros/models/easyvqa-tiny-ov/tofc_codec.safetensors"
 
 
 def param(
@@ -129,10 +133,21 @@ class DeviceConfig(_Validated):
     frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
     codec: str = param(
         "placeholder-zstd",
-        "Payload codec. 'placeholder-zstd' sends zstd-compressed rgb8 pixels until the TOFC codec is wired in",
-        choices=("placeholder-zstd",),
+        "Payload: 'tofc' (learned codec, codec_path), feature baselines 'fp16', 'fp16-zstd', 'quant-zstd', image "
+        "baselines 'jpeg', 'webp' (the server runs the vision tower), or 'placeholder-zstd' (zstd pixels, no model)",
+        choices=_CODECS,
     )
-    zstd_level: int = param(3, "zstd level of the placeholder codec", low=1, high=22)
+    model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
+                            "only its vision tower is loaded")
+    codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights (.safetensors) for codec 'tofc'")
+    n_clusters: int = param(16, "Merged features per tile (DPC-KNN n_c); 0 sends every token unmerged", low=0,
+                            high=4096)
+    dpc_k: int = param(5, "DPC-KNN neighbours K for the local density", low=1, high=64)
+    quant_bits: int = param(8, "Bits per value of the 'quant-zstd' baseline", low=1, high=16)
+    image_quality: int = param(85, "Quality of the 'jpeg' and 'webp' baselines", low=1, high=100)
+    zstd_level: int = param(3, "zstd level of the 'fp16-zstd', 'quant-zstd' and placeholder codecs", low=1, high=22)
+    device: str = param("cpu", "Torch device of the vision tower and codec ('cpu', 'cuda', 'cuda:1')")
+    dtype: str = param("fp32", "Vision tower precision", choices=_DTYPES)
     max_image_pixels: int = param(
         33_554_432, "Largest accepted image (width x height); larger frames are refused, not allocated", low=1,
         high=1 << 30,
@@ -151,6 +166,16 @@ class ServerConfig(_Validated):
     """Parameters of the server (edge) node."""
 
     default_camera: str = param("front", "Camera used when a question leaves `camera` empty")
+    answerer: str = param(
+        "placeholder", "'model': decode and answer with the LLaVA server half; 'placeholder': describe "
+        "placeholder-zstd frames without any model", choices=("model", "placeholder"))
+    model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
+                            "the vision tower is loaded only with load_vision")
+    codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights accepted (empty: feature/image baselines only)")
+    load_vision: bool = param(False, "Also load the vision tower, to answer JPEG/WebP image payloads")
+    max_new_tokens: int = param(16, "Longest answer in tokens", low=1, high=4096)
+    device: str = param("cpu", "Torch device of the model ('cpu', 'cuda', 'cuda:1')")
+    dtype: str = param("fp32", "Model precision", choices=_DTYPES)
     cache_size: int = param(30, "Feature messages kept per camera (the newest ones)", low=1, high=100_000)
     max_cameras: int = param(64, "Most cameras tracked at once; features from further cameras are refused", low=1,
                              high=10_000)

@@ -20,7 +20,7 @@ from tofc_msgs.msg import CompressedFeatures
 from tofc_ros.config import DeviceConfig
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
 from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
-from tofc_ros.nodes.entry import run_node
+from tofc_ros.nodes.entry import StartupError, run_node
 from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.device import EncodedFrame, FrameEncoder, make_encoder
 
@@ -60,7 +60,10 @@ class DeviceNode(Node):
     def __init__(self, encoder: FrameEncoder | None = None, **kwargs) -> None:
         super().__init__("device_node", **kwargs)
         self.config: DeviceConfig = declare_config(self, DeviceConfig)
-        self._encoder = encoder or make_encoder(self.config)
+        try:
+            self._encoder = encoder or make_encoder(self.config)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self.counters = Counters("frames_received", "frames_skipped", "frames_dropped", "frames_refused",
                                  "published", "bytes_published", "encode_errors")
         self._sequence = 0

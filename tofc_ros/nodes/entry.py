@@ -13,6 +13,10 @@ from tofc_ros.nodes.parameters import ParameterError
 EXIT_BAD_PARAMETER = 2
 
 
+class StartupError(RuntimeError):
+    """The node cannot start with its configuration (a model or codec file missing or invalid)."""
+
+
 def run_node(factory: Callable[[], Node], name: str, args=None) -> int:
     """Spin the node `factory` builds until shutdown; return the process exit code.
 
@@ -26,6 +30,9 @@ def run_node(factory: Callable[[], Node], name: str, args=None) -> int:
         rclpy.spin(node)
     except ParameterError as exc:
         rclpy.logging.get_logger(name).fatal(f"bad parameter: {exc}")
+        return EXIT_BAD_PARAMETER
+    except StartupError as exc:
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
         return EXIT_BAD_PARAMETER
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

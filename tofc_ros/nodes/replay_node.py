@@ -107,6 +107,9 @@ class ReplayNode(Node):
         self.foreign_answers = 0
         self.finished = False
         self.failed: str | None = None
+        # Playback runs in a timer, so the node works under any executor (its main, or a test's); the node's
+        # default callback group is mutually exclusive, so step() and the subscriptions never run concurrently.
+        self.create_timer(0.005, self.step)
         self.get_logger().info(
             f"replaying {len(self.bag.frames)} frames from {self.bag.camera_topic} and {len(self.questions)} "
             f"questions ({'file ' + str(qpath) if qfile and qfile.questions else 'bag'}; ground truth for "
@@ -162,6 +165,8 @@ class ReplayNode(Node):
         return time.monotonic() - self._started if self._started is not None else 0.0
 
     def _on_answer(self, data: bytes) -> None:
+        if self.finished:
+            return
         rec = answer_record(data)
         if rec.question_id not in self.asked_ids:
             self.foreign_answers += 1
@@ -177,6 +182,8 @@ class ReplayNode(Node):
             f"{(rec.text or rec.error)[:60]!r} | {rec.payload_bytes} B, total {rec.total_ms:.1f} ms")
 
     def _on_features(self, data: bytes) -> None:
+        if self.finished:
+            return
         info = features_info(data)
         self._feature_stamps.add(info.stamp_ns)
         self.log.features.append((info, self._elapsed()))
@@ -209,7 +216,7 @@ class ReplayNode(Node):
                     and self._answers_sub.get_publisher_count())
 
     def step(self) -> None:
-        """Advance playback; call often (every ~10 ms) between spins. Sets ``finished`` when done."""
+        """Advance playback (the 5 ms timer). Sets ``finished`` when done; then call :meth:`finish`."""
         if self.finished:
             return
         if self._started is None:
@@ -276,8 +283,7 @@ def main(args=None) -> int:
     try:
         node = ReplayNode()
         while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.005)
-            node.step()
+            rclpy.spin_once(node, timeout_sec=0.05)
     except ParameterError as exc:
         rclpy.logging.get_logger("replay_node").fatal(f"cannot replay: {exc}")
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):

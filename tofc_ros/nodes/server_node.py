@@ -19,10 +19,10 @@ from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
 from tofc_ros.config import ServerConfig
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
-from tofc_ros.nodes.entry import run_node
+from tofc_ros.nodes.entry import StartupError, run_node
 from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.pairing import LATEST, FrameCache, Pairing, Refused, Waiting
-from tofc_ros.pipeline.server import Answerer, DecodeError, ModelMismatch, PlaceholderAnswerer, ReceivedFrame
+from tofc_ros.pipeline.server import Answerer, DecodeError, ModelMismatch, ReceivedFrame, make_answerer
 
 _STATUS = {
     "OK": Answer.STATUS_OK,
@@ -65,7 +65,10 @@ class ServerNode(Node):
         super().__init__("server_node", **kwargs)
         self.config: ServerConfig = declare_config(self, ServerConfig)
         cfg = self.config
-        self._answerer = answerer or PlaceholderAnswerer(max_pixels=1 << 30)
+        try:
+            self._answerer = answerer or make_answerer(cfg)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self._pairing: Pairing[ReceivedFrame] = Pairing(FrameCache(cfg.cache_size, cfg.max_cameras), cfg.queue_size)
         self._jobs: queue.Queue = queue.Queue()  # bounded through Pairing.ask(in_flight=...)
         self._in_flight = 0
