@@ -83,9 +83,8 @@ class ReplayBag:
         return max(times) if times else 0
 
 
-def _storage_of(reader: Reader) -> str:
-    paths = [Path(p) for p in getattr(reader, "paths", [])] or [reader.path]
-    suffixes = {p.suffix for p in paths}
+def _storage_of(path: Path) -> str:
+    suffixes = {p.suffix for p in path.iterdir()} if path.is_dir() else {path.suffix}
     if ".mcap" in suffixes:
         return "mcap"
     if ".db3" in suffixes:
@@ -184,7 +183,7 @@ def read_replay_bag(path: str | Path, camera_topic: str | None = None,
                 questions.append(BagQuestion(t_ns, msg.question_id, msg.text, msg.camera,
                                              stamp_ns(msg.image_stamp), float(msg.timeout_s)))
         skipped = {c.topic: c.msgtype for c in conns if c.topic not in (cam, qtopic)}
-        storage = _storage_of(reader)
+        storage = _storage_of(path)
     finally:
         reader.close()
     frames.sort(key=lambda f: f.t_ns)
