@@ -196,3 +196,22 @@ def test_writer_refuses_an_existing_path_and_a_type_change(tmp_path):
         w.write("/a", ANSWER, 1, answer_cdr("q"))
         with pytest.raises(ValueError, match="already carries tofc_msgs/msg/Answer"):
             w.write("/a", QUESTION, 2, question_cdr(BagQuestion(0, "q", "x"), 0))
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_background_writer_accepts_writes_from_any_thread(tmp_path, storage):
+    import threading
+
+    from tofc_ros.eval.replay.bags import BackgroundBagWriter
+
+    w = BackgroundBagWriter(tmp_path / "bag", storage)
+    threads = [threading.Thread(target=lambda i=i: w.write(f"/a{i}", ANSWER, i + 1, answer_cdr(f"q{i}")))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    assert sorted(topic for topic, *_ in iter_messages(tmp_path / "bag")) == ["/a0", "/a1", "/a2", "/a3"]
+    with pytest.raises(FileExistsError):
+        BackgroundBagWriter(tmp_path / "bag", storage)

@@ -33,9 +33,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
-from tofc_ros.eval.replay import (BagError, BagWriter, ReplayLog, load_questions_file, markdown_summary,
+from tofc_ros.eval.replay import (BagError, ReplayLog, load_questions_file, markdown_summary,
                                   questions_for, read_replay_bag, sidecar_path, write_report)
-from tofc_ros.eval.replay.bags import BagQuestion, Frame
+from tofc_ros.eval.replay.bags import BackgroundBagWriter, BagQuestion, Frame
 from tofc_ros.eval.replay.messages import answer_record, features_info, question_cdr
 from tofc_ros.eval.replay.typestore import ANSWER, FEATURES, IMAGE, QUESTION
 from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER
@@ -94,7 +94,7 @@ class ReplayNode(Node):
                 raise ParameterError(f"'{bag_out}' exists and is not a bag this node wrote; move it away")
             self.get_logger().info(f"replacing the previous output bag {bag_out}")
             shutil.rmtree(bag_out)
-        self.writer = BagWriter(bag_out, p["storage"])
+        self.writer = BackgroundBagWriter(bag_out, p["storage"])
 
         self._next = 0
         self._waiting: tuple[str, object, float] | None = None

@@ -21,7 +21,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tofc_ros.eval.replay.typestore import COMPRESSED_IMAGE, IMAGE, QUESTION, TOFC_TYPES, typestore
 
-__all__ = ["STORAGES", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag", "iter_messages",
+__all__ = ["STORAGES", "BackgroundBagWriter", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag", "iter_messages",
            "read_replay_bag", "stamp_ns"]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -249,3 +249,61 @@ class BagWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class BackgroundBagWriter:
+    """A :class:`BagWriter` owned by one thread, fed through a queue: ``write`` may be called from any thread.
+
+    sqlite3 connections belong to the thread that made them, and a multi-threaded executor runs callbacks on
+    several; a writer thread also keeps disk I/O out of the callbacks. ``close`` drains the queue, closes the
+    bag and re-raises the first write error, if any.
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
+        import queue
+        import threading
+
+        self.path = Path(path)
+        self.storage = storage
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._opened = threading.Event()
+        self._error: BaseException | None = None
+        self.count = 0
+        self._thread = threading.Thread(target=self._run, name="bag-writer", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            writer = BagWriter(self.path, self.storage)
+        except BaseException as exc:  # handed to the constructor's caller
+            self._error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        try:
+            while (item := self._queue.get()) is not None:
+                if self._error is None:
+                    try:
+                        writer.write(*item)
+                        self.count += 1
+                    except Exception as exc:  # keep draining; close() reports it
+                        self._error = exc
+        finally:
+            writer.close()
+
+    def write(self, topic: str, msgtype: str, t_ns: int, data: bytes | memoryview) -> None:
+        """Queue one serialised message."""
+        if not self._thread.is_alive():
+            raise RuntimeError(f"bag writer for {str(self.path)!r} is closed")
+        self._queue.put((topic, msgtype, int(t_ns), bytes(data)))
+
+    def close(self) -> None:
+        """Write what is queued, close the bag; raise the first write error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
