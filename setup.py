@@ -30,6 +30,7 @@ setup(
             "device_node = tofc_ros.nodes.device_node:main",
             "server_node = tofc_ros.nodes.server_node:main",
             "demo_client = tofc_ros.nodes.demo_client:main",
+            "replay_node = tofc_ros.nodes.replay_node:main",
             "launch = tofc_ros.launcher.cli:main",
         ],
     },
