@@ -127,11 +127,13 @@ class ReplayNode(Node):
 
         p = {
             "bag": declare("bag", "", "Input bag: rosbag2 directory or .mcap/.db3 file"),
-            "questions_file": declare("questions_file", "", "Questions/ground-truth JSONL; '' or auto = <bag>.questions.jsonl if present"),
+            "questions_file": declare("questions_file", "",
+                                      "Questions/ground-truth JSONL; '' or auto: <bag>.questions.jsonl if present"),
             "output_dir": declare("output_dir", "replay_report", "Where the answers bag and the report go"),
             "mode": declare("mode", "timed", "timed (recorded timing x rate) or fast (as fast as the graph keeps up)"),
             "rate": declare("rate", 1.0, "Playback speed factor in timed mode"),
-            "camera_topic": declare("camera_topic", "", "Camera topic in the bag; '' or auto = its only Image/CompressedImage"),
+            "camera_topic": declare("camera_topic", "",
+                                    "Camera topic in the bag; '' or auto: its only Image/CompressedImage"),
             "questions_topic": declare("questions_topic", "", "Question topic in the bag; '' or auto = its only one"),
             "storage": declare("storage", "mcap", "Output bag storage: mcap or sqlite3"),
             "record_features": declare("record_features", False, "Also record CompressedFeatures"),

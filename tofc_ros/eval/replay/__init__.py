@@ -2,11 +2,11 @@
 
 The thin ROS shell is :mod:`tofc_ros.nodes.replay_node`; ``launch/replay.launch.xml`` runs it with the graph.
 
-    bag (camera frames [+ questions]) ──► replay_node ──image/questions──► device_node ─► server_node
-    questions file (+ ground truth) ──┘        ▲        features (observed) ◄─┘    answers │
-                                               └──────────── answers (recorded) ◄─────────┘
-                                      ▼
-                      output bag + report.json / report.md / *.png
+    bag: frames [+ questions]  --image, questions-->  device_node --features--> server_node
+    questions file [+ truth]         (replay_node)                                    |
+                                          ^  <--------------- answers ---------------+
+                                          v
+                     <output_dir>/answers (bag), report.json, report.md, *.png
 """
 
 from tofc_ros.eval.replay.bags import (BagError, BagQuestion, BagWriter, Frame, ReplayBag, iter_messages,

@@ -21,8 +21,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tofc_ros.eval.replay.typestore import COMPRESSED_IMAGE, IMAGE, QUESTION, TOFC_TYPES, typestore
 
-__all__ = ["STORAGES", "BackgroundBagWriter", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag", "iter_messages",
-           "read_replay_bag", "stamp_ns"]
+__all__ = ["STORAGES", "BackgroundBagWriter", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag",
+           "iter_messages", "read_replay_bag", "stamp_ns"]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)

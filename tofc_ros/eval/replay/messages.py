@@ -14,7 +14,7 @@ from tofc_ros.eval.replay.bags import BagQuestion, stamp_ns
 from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, typestore
 
 __all__ = ["STATUS_NAMES", "AnswerRecord", "FeaturesInfo", "answer_cdr", "answer_record", "features_info",
-           "image_cdr", "question_cdr", "compressed_image_cdr"]
+           "image_cdr", "question_cdr", "compressed_image_cdr", "restamp_question"]
 
 
 def _status_names() -> dict[int, str]:

@@ -129,7 +129,7 @@ def write_questions_file(path: str | Path, rows: list[dict]) -> None:
 
 
 def sidecar_path(bag: str | Path) -> Path:
-    """The ground-truth file that travels with a bag: ``x.mcap`` → ``x.questions.jsonl``; ``dir/`` → ``dir.questions.jsonl``."""
+    """The ground truth beside a bag: ``x.mcap`` → ``x.questions.jsonl``, ``d/`` → ``d.questions.jsonl``."""
     bag = Path(bag)
     stem = bag.name[: -len(bag.suffix)] if bag.is_file() and bag.suffix else bag.name.rstrip("/")
     return bag.with_name(f"{stem}.questions.jsonl")

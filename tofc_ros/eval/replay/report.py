@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,8 @@ def _markdown(report: dict) -> str:
     return "\n".join(out)
 
 
-_STATUS_COLOURS = {"OK": "tab:green", "UNANSWERED": "tab:gray", "NO_FRAME": "tab:orange", "TIMEOUT": "tab:red"}
+_STATUS_COLOURS = {"OK": "tab:green", "UNANSWERED": "tab:gray", "NO_FRAME": "tab:orange", "TIMEOUT": "tab:red",
+                   "BUSY": "tab:brown", "DECODE_ERROR": "tab:pink", "MODEL_MISMATCH": "tab:olive"}
 
 
 def _plots(report: dict, log: ReplayLog | None, out: Path) -> None:
@@ -204,6 +205,8 @@ def _plots(report: dict, log: ReplayLog | None, out: Path) -> None:
         end = r["answered_s"] if r["answered_s"] is not None else r["asked_s"]
         ax.plot([r["asked_s"], end], [i, i], "-", color=_STATUS_COLOURS.get(r["status"], "tab:purple"), lw=2)
         ax.plot([r["asked_s"]], [i], ".", color="k", ms=3)
+    for status in s["status_counts"]:  # one legend entry per status present
+        ax.plot([], [], "-", lw=2, color=_STATUS_COLOURS.get(status, "tab:purple"), label=status)
     ax.set_xlabel("seconds since replay start")
     ax.set_ylabel("question # (bars: asked → answered)")
     ax.set_title("timeline")
