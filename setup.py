@@ -1,10 +1,20 @@
 """ament_python package tofc_ros (the interfaces are the separate CMake package tofc_msgs, from msg/)."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "tofc_ros"
+
+
+def _tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing `folder` (nested) under share/tofc_ros/."""
+    entries = []
+    for root, _, files in sorted(os.walk(folder)):
+        if files:
+            entries.append((f"share/{PACKAGE}/{root}", sorted(os.path.join(root, f) for f in files)))
+    return entries
 
 setup(
     name=PACKAGE,
@@ -17,6 +27,9 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.xml") + glob("launch/*.launch.yaml")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
+        # The bundled sample bag and default model: package://tofc_ros/... parameters resolve to these.
+        (f"share/{PACKAGE}/data", glob("data/*")),
+        *_tree("models"),
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],

@@ -27,7 +27,9 @@ def test_defaults_are_valid_and_every_parameter_is_described():
     ({"image_format": "h264"}, "not one of"),
     ({"zstd_level": 3.0}, "must be int"),
     ({"zstd_level": True}, "must be int"),
-    ({"camera": 5}, "must be str"),
+    ({"device": 5}, "must be str"),
+    ({"cameras": []}, "non-empty list"),
+    ({"cameras": ["a", "a"]}, "twice"),
     ({"max_rate_hz_typo": 1.0}, "unknown parameter"),
 ])
 def test_bad_values_raise_a_clear_error(values, fragment):

@@ -57,3 +57,13 @@ def test_duplicate_ids_and_the_bound_are_refused():
     with pytest.raises(Refused) as exc:  # a cached frame still counts against the bound
         pairing.ask(_w("c"), in_flight=2)
     assert exc.value.status == "BUSY"
+
+
+def test_a_tolerance_pairs_the_nearest_frame_within_it():
+    pairing = Pairing(FrameCache(8, 1), max_waiting=4, tolerance_ns=10)
+    pairing.add_frame("front", 100, "f100")
+    pairing.add_frame("front", 125, "f125")
+    assert pairing.ask(_w("near", stamp=118)) == "f125"
+    assert pairing.ask(_w("far", stamp=150)) is None  # 25 ns from the nearest: waits
+    assert pairing.add_frame("front", 200, "f200") == []
+    assert [w.question_id for w in pairing.add_frame("front", 141, "f141")] == ["far"]

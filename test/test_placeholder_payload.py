@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from tofc_ros.codec import placeholder_pixels as pp
+from tofc_ros.pipeline import placeholder_pixels as pp
 
 
 def test_round_trip_is_exact():

@@ -14,7 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
-from tofc_ros.codec import placeholder_pixels
+from tofc_ros.pipeline import placeholder_pixels
 from tofc_ros.config import DeviceConfig, ServerConfig
 from tofc_ros.nodes.demo_client import synthetic_frame
 from tofc_ros.nodes.device_node import DeviceNode
@@ -71,7 +71,7 @@ def graph(ros):
     device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_overrides(max_rate_hz=50.0)))
     server = ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(default_timeout_s=3.0)))
     client = Client(ros)
-    wait_for(lambda: device._sub.get_publisher_count() > 0 and client.questions.get_subscription_count() > 0)
+    wait_for(lambda: device._subs['front'].get_publisher_count() > 0 and client.questions.get_subscription_count() > 0)
     return device, server, client
 
 

@@ -98,6 +98,8 @@ def _coerce(info: ParamInfo, value: Any) -> Any:
     # YAML writes 2 for 2.0; a float parameter accepts an int, nothing else is converted.
     if info.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if info.type is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
     return value
 
 
@@ -105,6 +107,12 @@ def _check(info: ParamInfo, value: Any) -> None:
     expected = info.type
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if expected is tuple:
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"parameter '{info.name}' must be a non-empty list of non-empty strings, got {value!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"parameter '{info.name}' lists a name twice: {list(value)}")
+        return
     if type(value) is not expected:
         raise ValueError(
             f"parameter '{info.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
@@ -123,13 +131,25 @@ def _check(info: ParamInfo, value: Any) -> None:
 class DeviceConfig(_Validated):
     """Parameters of the device (robot) node."""
 
-    camera: str = param("front", "Camera id carried in every CompressedFeatures message; questions name it")
+    cameras: tuple = param(
+        ("front",), "Camera ids, each carried in its CompressedFeatures; one camera subscribes to `image`, several "
+        "to `<camera>/image` (remap them)")
+    mode: str = param(
+        "continuous", "'continuous': encode each camera's newest frame at most max_rate_hz times a second; "
+        "'on_demand': encode only the frame nearest a question's image_stamp (questions arrive on `questions`)",
+        choices=("continuous", "on_demand"))
+    on_demand_history: int = param(10, "On-demand mode: recent frames kept per camera to choose from", low=1,
+                                   high=1000)
+    stamp_tolerance_s: float = param(
+        0.05, "On-demand mode: largest gap between a question's image_stamp and the frame encoded for it", low=0.0,
+        high=3600.0)
     image_format: str = param(
         "raw",
         "Camera message type: 'raw' = sensor_msgs/Image, 'compressed' = sensor_msgs/CompressedImage (JPEG/PNG)",
         choices=("raw", "compressed"),
     )
-    max_rate_hz: float = param(1.0, "Most feature messages per second (the newest frame is encoded)", low=0.01, high=240.0)
+    max_rate_hz: float = param(1.0, "Continuous mode: most feature messages per second and camera (the newest frame "
+                               "is encoded)", low=0.01, high=240.0)
     frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
     codec: str = param(
         "placeholder-zstd",
@@ -176,6 +196,9 @@ class ServerConfig(_Validated):
     max_new_tokens: int = param(16, "Longest answer in tokens", low=1, high=4096)
     device: str = param("cpu", "Torch device of the model ('cpu', 'cuda', 'cuda:1')")
     dtype: str = param("fp32", "Model precision", choices=_DTYPES)
+    stamp_tolerance_s: float = param(
+        0.0, "Largest gap between a question's image_stamp and a cached frame's stamp that still pairs them "
+        "(0: exact; on-demand devices need about one frame period)", low=0.0, high=3600.0)
     cache_size: int = param(30, "Feature messages kept per camera (the newest ones)", low=1, high=100_000)
     max_cameras: int = param(64, "Most cameras tracked at once; features from further cameras are refused", low=1,
                              high=10_000)

@@ -79,6 +79,12 @@ class DemoClient(Node):
     def _ask(self) -> None:
         if len(self._asked) >= self.n_questions:
             return
+        # Questions are reliable but volatile: one sent before the server subscribes is lost. Start once the
+        # graph is up (server on `questions`, device on `image`), however long the nodes take to load.
+        if not (self._questions.get_subscription_count() and self._images.get_subscription_count()):
+            self.get_logger().info("waiting for the device and server nodes", throttle_duration_sec=5.0)
+            self._started = self.get_clock().now()
+            return
         q = Question(question_id=str(uuid.uuid4()), text="What colour is the scene?", camera=self.camera)
         q.header.stamp = self.get_clock().now().to_msg()
         self._asked[q.question_id] = q.text

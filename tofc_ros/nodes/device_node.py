@@ -1,9 +1,10 @@
 """Device (robot) node: camera frames → CompressedFeatures.
 
-Threads: the executor thread only stores the newest frame (sensor-data QoS, depth 1); one worker thread takes
-the newest frame, encodes it and publishes, at most `max_rate_hz` times a second. Encoding is slower than the
-camera, so frames that arrive while the worker is busy replace each other and are counted as dropped: nothing
-queues without bound.
+Threads: the executor thread only stores frames (sensor-data QoS, depth 1) in a bounded FrameStore; one worker
+thread encodes and publishes. Continuous mode encodes each camera's newest frame at most `max_rate_hz` times a
+second: frames that arrive while the worker is busy replace each other and are counted as dropped, so nothing
+queues without bound. On-demand mode keeps a short history per camera and encodes the frame nearest each
+question's image_stamp.
 """
 
 from __future__ import annotations
@@ -14,105 +15,85 @@ import time
 
 import rclpy
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from tofc_msgs.msg import CompressedFeatures
+from tofc_msgs.msg import CompressedFeatures, Question
 
 from tofc_ros.config import DeviceConfig
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
-from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from tofc_ros.nodes.entry import StartupError, run_node
+from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.device import EncodedFrame, FrameEncoder, make_encoder
+from tofc_ros.pipeline.frames import FrameStore
 
 
-class LatestFrame:
-    """A one-slot mailbox: put() replaces an unread frame (counted as dropped), take() waits for a new one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item = None
-        self._closed = False
-
-    def put(self, item) -> bool:
-        """Store `item`; return True when it replaced a frame nobody took."""
-        with self._cond:
-            replaced = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return replaced
-
-    def take(self, timeout: float | None = None):
-        """The newest item, or None on timeout or after close()."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class DeviceNode(Node):
-    """Subscribes to `image` (or `image/compressed`), publishes `features`."""
+    """Subscribes to `image` (or `image/compressed`; `<camera>/image...` with several cameras) and, on demand,
+    `questions`; publishes `features`."""
 
     def __init__(self, encoder: FrameEncoder | None = None, **kwargs) -> None:
         super().__init__("device_node", **kwargs)
         self.config: DeviceConfig = declare_config(self, DeviceConfig)
+        cfg = self.config
         try:
-            self._encoder = encoder or make_encoder(self.config)
+            self._encoder = encoder or make_encoder(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self.counters = Counters("frames_received", "frames_skipped", "frames_dropped", "frames_refused",
-                                 "published", "bytes_published", "encode_errors")
-        self._sequence = 0
-        self._mailbox = LatestFrame()
-        self._stride_count = 0
+                                 "requests", "requests_unknown_camera", "published", "bytes_published",
+                                 "encode_errors")
+        on_demand = cfg.mode == "on_demand"
+        self._store = FrameStore(list(cfg.cameras), history=cfg.on_demand_history if on_demand else 0,
+                                 min_period_s=1.0 / cfg.max_rate_hz)
+        self._sequence = dict.fromkeys(cfg.cameras, 0)
+        self._stride = dict.fromkeys(cfg.cameras, 0)
 
-        cfg = self.config
         self._pub = self.create_publisher(
             CompressedFeatures, "features", qos(cfg.features_qos_reliability, cfg.features_qos_depth))
         image_qos = qos(cfg.image_qos_reliability, cfg.image_qos_depth)
-        if cfg.image_format == "raw":
-            self._sub = self.create_subscription(Image, "image", self._on_image, image_qos)
-        else:
-            self._sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, image_qos)
+        msg_type, suffix = (Image, "image") if cfg.image_format == "raw" else (CompressedImage, "image/compressed")
+        self._subs = {}
+        for camera in cfg.cameras:
+            topic = suffix if len(cfg.cameras) == 1 else f"{camera}/{suffix}"
+            self._subs[camera] = self.create_subscription(
+                msg_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos)
+        if on_demand:
+            self.create_subscription(Question, "questions", self._on_question,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._diagnostics = DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s)
         self._worker = threading.Thread(target=self._run, name="device-encoder", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"camera '{cfg.camera}': {cfg.image_format} images on {self._sub.topic_name} → "
-            f"{self._pub.topic_name} ({cfg.codec}, ≤ {cfg.max_rate_hz} Hz)")
+        topics = ", ".join(f"{c}: {s.topic_name}" for c, s in self._subs.items())
+        rate = "on demand" if on_demand else f"≤ {cfg.max_rate_hz} Hz per camera"
+        self.get_logger().info(f"{cfg.image_format} images ({topics}) → {self._pub.topic_name} ({cfg.codec}, {rate})")
 
-    def _on_image(self, msg) -> None:
+    def _on_image(self, camera: str, msg) -> None:
         self.counters.add("frames_received")
-        self._stride_count += 1
-        if (self._stride_count - 1) % self.config.frame_stride:
+        self._stride[camera] += 1
+        if (self._stride[camera] - 1) % self.config.frame_stride:
             self.counters.add("frames_skipped")
             return
-        if self._mailbox.put(msg):
+        if self._store.put(camera, _ns(msg.header.stamp), msg):
             self.counters.add("frames_dropped")
 
-    def _run(self) -> None:
-        period = 1.0 / self.config.max_rate_hz
-        next_start = 0.0
-        while rclpy.ok(context=self.context):
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
-                continue
-            # Rate limit: wait out the period, then take the newest frame that arrived meanwhile.
-            delay = next_start - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-                newer = self._mailbox.take(timeout=0)
-                if newer is not None:
-                    self.counters.add("frames_dropped")
-                    item = newer
-            next_start = time.perf_counter() + period
-            self._encode_and_publish(item)
+    def _on_question(self, msg: Question) -> None:
+        self.counters.add("requests")
+        camera = msg.camera or self.config.cameras[0]
+        if not self._store.request(camera, _ns(msg.image_stamp), int(self.config.stamp_tolerance_s * 1e9)):
+            self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
 
-    def _encode_and_publish(self, msg) -> None:
+    def _run(self) -> None:
+        while rclpy.ok(context=self.context):
+            work = self._store.take(timeout=0.5)
+            if work is not None:
+                self._encode_and_publish(*work)
+
+    def _encode_and_publish(self, camera: str, stamp_ns: int, msg) -> None:
         started = time.perf_counter()
         cfg = self.config
         try:
@@ -130,16 +111,16 @@ class DeviceNode(Node):
             self.counters.error("encode_errors", repr(exc))
             self.get_logger().error(f"encoding failed: {exc!r}", throttle_duration_sec=5.0)
             return
-        out = _features_msg(encoded, msg.header, cfg.camera, self._sequence,
+        out = _features_msg(encoded, msg.header, camera, self._sequence[camera],
                             device_ms=(time.perf_counter() - started) * 1e3)
         out.sent = self.get_clock().now().to_msg()
         self._pub.publish(out)
-        self._sequence += 1
+        self._sequence[camera] += 1
         self.counters.add("published")
         self.counters.add("bytes_published", len(encoded.payload))
 
     def destroy_node(self) -> None:
-        self._mailbox.close()
+        self._store.close()
         super().destroy_node()
 
 

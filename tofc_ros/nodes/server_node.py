@@ -69,7 +69,8 @@ class ServerNode(Node):
             self._answerer = answerer or make_answerer(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
-        self._pairing: Pairing[ReceivedFrame] = Pairing(FrameCache(cfg.cache_size, cfg.max_cameras), cfg.queue_size)
+        self._pairing: Pairing[ReceivedFrame] = Pairing(
+            FrameCache(cfg.cache_size, cfg.max_cameras), cfg.queue_size, int(cfg.stamp_tolerance_s * 1e9))
         self._jobs: queue.Queue = queue.Queue()  # bounded through Pairing.ask(in_flight=...)
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()

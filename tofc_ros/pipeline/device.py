@@ -13,9 +13,8 @@ import time
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from tofc_ros.codec import placeholder_pixels
+from tofc_ros.pipeline import placeholder_pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +72,20 @@ class FeatureEncoder:
         self.n_clusters = n_clusters
         self.k = k
 
-    @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        import torch  # here, not at module level: the placeholder and image paths start without torch
+
         from tofc_ros.codec import dpc_knn_merge
 
-        t0 = time.perf_counter()
-        vision = self.device_half.encode_image(rgb)
-        t1 = time.perf_counter()
-        features = vision.features.float()
-        if 0 < self.n_clusters < features.shape[1]:
-            features = dpc_knn_merge(features, self.n_clusters, k=self.k).merged
-        t2 = time.perf_counter()
-        payload = self.codec.encode(features.cpu())
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            vision = self.device_half.encode_image(rgb)
+            t1 = time.perf_counter()
+            features = vision.features.float()
+            if 0 < self.n_clusters < features.shape[1]:
+                features = dpc_knn_merge(features, self.n_clusters, k=self.k).merged
+            t2 = time.perf_counter()
+            payload = self.codec.encode(features.cpu())
         return EncodedFrame(
             format=self.codec.format, payload=payload, codec_fingerprint=self.codec.fingerprint.hex(),
             backbone_fingerprint=self.device_half.fingerprint, image_height=vision.image_size[0],

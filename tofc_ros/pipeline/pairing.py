@@ -63,14 +63,18 @@ class FrameCache(Generic[F]):
         while len(frames) > self._per_camera:
             frames.popitem(last=False)
 
-    def get(self, camera: str, stamp_ns: int) -> F | None:
-        """The frame with exactly this stamp, or the newest one for LATEST; None when absent."""
+    def get(self, camera: str, stamp_ns: int, tolerance_ns: int = 0) -> F | None:
+        """The frame nearest this stamp within `tolerance_ns` (exact by default), or the newest one for LATEST;
+        None when absent."""
         frames = self._frames.get(camera)
         if not frames:
             return None
         if stamp_ns == LATEST:
             return next(reversed(frames.values()))
-        return frames.get(stamp_ns)
+        if tolerance_ns == 0:
+            return frames.get(stamp_ns)
+        nearest = min(frames, key=lambda s: abs(s - stamp_ns))
+        return frames[nearest] if abs(nearest - stamp_ns) <= tolerance_ns else None
 
     def __len__(self) -> int:
         return sum(len(f) for f in self._frames.values())
@@ -79,9 +83,10 @@ class FrameCache(Generic[F]):
 class Pairing(Generic[F]):
     """Questions waiting (bounded, with deadlines) for the frames they name."""
 
-    def __init__(self, cache: FrameCache[F], max_waiting: int) -> None:
+    def __init__(self, cache: FrameCache[F], max_waiting: int, tolerance_ns: int = 0) -> None:
         self.cache = cache
         self._max_waiting = max_waiting
+        self._tolerance = tolerance_ns
         self._waiting: dict[str, Waiting] = {}
 
     @property
@@ -101,7 +106,7 @@ class Pairing(Generic[F]):
         """
         if waiting.question_id in self._waiting:
             raise Refused("BAD_REQUEST", f"question_id '{waiting.question_id}' is already waiting")
-        frame = self.cache.get(waiting.camera, waiting.stamp_ns)
+        frame = self.cache.get(waiting.camera, waiting.stamp_ns, self._tolerance)
         if len(self._waiting) + in_flight >= self._max_waiting:
             raise Refused("BUSY", f"{len(self._waiting) + in_flight} questions held, limit {self._max_waiting}")
         if frame is not None:
@@ -113,7 +118,7 @@ class Pairing(Generic[F]):
         """Cache a frame and return the waiting questions it answers (removed from waiting)."""
         self.cache.add(camera, stamp_ns, frame)
         ready = [w for w in self._waiting.values()
-                 if w.camera == camera and (w.stamp_ns == LATEST or w.stamp_ns == stamp_ns)]
+                 if w.camera == camera and (w.stamp_ns == LATEST or abs(w.stamp_ns - stamp_ns) <= self._tolerance)]
         for w in ready:
             del self._waiting[w.question_id]
         return ready

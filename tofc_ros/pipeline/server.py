@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tofc_ros.codec import placeholder_pixels
+from tofc_ros.pipeline import placeholder_pixels
 from tofc_ros.pipeline.device import PLACEHOLDER_FINGERPRINT
 
 

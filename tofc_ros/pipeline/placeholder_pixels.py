@@ -2,6 +2,7 @@
 
 It lets the device → server graph run before the TOFC codec and the LLaVA split are wired in, and it says what
 it is in the message's `format` ("placeholder-zstd-rgb8/1"): nobody should mistake it for feature compression.
+It lives beside the pipeline, not in tofc_ros.codec, so a graph running it starts without importing torch.
 
 Layout (little endian): magic b"TPX1", uint32 height, uint32 width, uint32 CRC32 of the pixels, zstd frame.
 """

@@ -1,0 +1,124 @@
+"""The device's frame store: newest frame per camera (continuous mode) and a short history (on-demand mode).
+
+Thread-safe: the executor thread puts frames and requests, the encoder thread takes work. Memory is bounded by
+construction: one pending frame per camera plus `history` recent frames per camera, whatever the camera rate.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+LATEST = 0
+
+
+class FrameStore:
+    """Frames per camera, and the work the encoder thread should do next.
+
+    Args:
+        cameras: camera ids.
+        history: recent frames kept per camera for on-demand requests (0 in continuous mode).
+        min_period_s: continuous mode: at least this long between two encodes of the same camera.
+        max_requests: on-demand requests waiting at most (older ones are dropped first).
+    """
+
+    def __init__(self, cameras: list[str], history: int, min_period_s: float, max_requests: int = 32) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[str, tuple[int, Any] | None] = dict.fromkeys(cameras)
+        self._recent = {c: collections.OrderedDict() for c in cameras}
+        self._history = history
+        self._period = min_period_s
+        self._next_start = dict.fromkeys(cameras, 0.0)
+        self._requests: collections.deque[tuple[str, int, float]] = collections.deque(maxlen=max_requests)
+        self._published: dict[str, collections.OrderedDict] = {c: collections.OrderedDict() for c in cameras}
+        self._closed = False
+        self.continuous = history == 0
+
+    def put(self, camera: str, stamp_ns: int, frame: Any) -> bool:
+        """Store a frame; True when it replaced a continuous-mode frame nobody encoded (a dropped frame)."""
+        with self._cond:
+            dropped = False
+            if self.continuous:
+                dropped = self._pending[camera] is not None
+                self._pending[camera] = (stamp_ns, frame)
+            else:
+                recent = self._recent[camera]
+                recent[stamp_ns] = frame
+                while len(recent) > self._history:
+                    recent.popitem(last=False)
+            self._cond.notify_all()
+            return dropped
+
+    def request(self, camera: str, stamp_ns: int, tolerance_ns: int) -> bool:
+        """On-demand: ask for the frame of `camera` nearest `stamp_ns` (LATEST: the newest) to be encoded.
+
+        Returns False for an unknown camera.
+        """
+        with self._cond:
+            if camera not in self._recent:
+                return False
+            self._requests.append((camera, stamp_ns, tolerance_ns))
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float) -> tuple[str, int, Any] | None:
+        """The next (camera, stamp_ns, frame) to encode, waiting up to `timeout` seconds; None if there is none."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                work = self._next_work()
+                if work is not None:
+                    return work
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, self._soonest_start()))
+            return None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _soonest_start(self) -> float:
+        waits = [self._next_start[c] - time.monotonic() for c, p in self._pending.items() if p is not None]
+        return max(min(waits), 0.001) if waits else 3600.0
+
+    def _next_work(self) -> tuple[str, int, Any] | None:
+        if self.continuous:
+            now = time.monotonic()
+            ready = [c for c, p in self._pending.items() if p is not None and self._next_start[c] <= now]
+            if not ready:
+                return None
+            camera = min(ready, key=lambda c: self._next_start[c])  # round robin across cameras
+            stamp, frame = self._pending[camera]
+            self._pending[camera] = None
+            self._next_start[camera] = now + self._period
+            return camera, stamp, frame
+        while self._requests:
+            camera, stamp, tolerance = self._requests.popleft()
+            found = self._nearest(camera, stamp, tolerance)
+            if found is None:
+                continue
+            published = self._published[camera]
+            if found[0] in published:  # already sent: the server has it cached
+                continue
+            published[found[0]] = True
+            while len(published) > max(self._history, 1) * 4:
+                published.popitem(last=False)
+            return camera, found[0], found[1]
+        return None
+
+    def _nearest(self, camera: str, stamp: int, tolerance: int) -> tuple[int, Any] | None:
+        recent = self._recent[camera]
+        if not recent:
+            return None
+        if stamp == LATEST:
+            key = next(reversed(recent))
+        else:
+            key = min(recent, key=lambda s: abs(s - stamp))
+            if abs(key - stamp) > tolerance:
+                return None
+        return key, recent[key]
