@@ -1,0 +1,47 @@
+"""easy-vqa adapter: split sizes, answers, the limit slice, image decoding."""
+
+import numpy as np
+import pytest
+
+from tofc_ros.eval.easyvqa import answers, load_split, num_questions
+
+
+def test_answers_are_the_13_words():
+    words = answers()
+    assert len(words) == 13 and len(set(words)) == 13
+    assert {"circle", "rectangle", "triangle", "yes", "no", "red", "blue"} <= set(words)
+
+
+@pytest.mark.parametrize("split, images, questions", [("train", 4000, 38575), ("test", 1000, 9673)])
+def test_split_counts_and_answers(split, images, questions):
+    items = load_split(split)
+    assert len(items) == images
+    assert num_questions(items) == questions
+    ids = [i.image_id for i in items]
+    assert ids == sorted(ids) and len(set(ids)) == images
+    vocab = set(answers())
+    for item in items:
+        assert len(item.questions) == len(item.answers) >= 1
+        assert set(item.answers) <= vocab
+
+
+def test_limit_counts_questions_in_image_major_order():
+    full = load_split("test")
+    part = load_split("test", 50)
+    assert num_questions(part) == 50
+    assert [i.image_id for i in part] == [i.image_id for i in full[: len(part)]]
+    for a, b in zip(part[:-1], full):
+        assert a == b
+    last = part[-1]
+    ref = full[len(part) - 1]
+    assert last.questions == ref.questions[: len(last.questions)]
+    with pytest.raises(ValueError):
+        load_split("test", 0)
+    with pytest.raises(ValueError):
+        load_split("val")
+
+
+def test_images_are_64x64_rgb():
+    item = load_split("test", 1)[0]
+    rgb = item.rgb()
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8

@@ -1,0 +1,117 @@
+"""A whole LLaVA model held for training, seen through the same DeviceHalf / ServerHalf code that serving runs.
+
+    pixel_values [T,3,S,S] ─ vision_features (grad) ─► [T, n_v, d] ─► (merge / codec) ─► ServerHalf.image_embeddings
+                                                                                        ─► packed LM pass (packing.py)
+
+The modules are those of one ``LlavaOnevisionForConditionalGeneration`` (or ``LlavaForConditionalGeneration``), so
+``save`` writes a normal llava-hf directory that ``backbones.load_device_half`` / ``load_server_half`` and
+``from_pretrained`` read. ``server`` is a ServerHalf whose projector, newline and language model *are* the trained
+modules (shared, not copied): prompt building, projection and token order cannot drift between training and serving.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tofc_ros.backbones.device_half import DeviceHalf
+from tofc_ros.backbones.server_half import ServerHalf
+from tofc_ros.backbones.spec import BackboneSpec
+
+__all__ = ["TrainableLlava"]
+
+
+class TrainableLlava:
+    """The full model plus serving views of it.
+
+    Args:
+        model: a ``LlavaOnevisionForConditionalGeneration`` or ``LlavaForConditionalGeneration``.
+        tokenizer: its tokenizer (with a chat template).
+        image_processor: its PIL image processor.
+    """
+
+    def __init__(self, model, tokenizer, image_processor):
+        from transformers import AutoModelForCausalLM
+        from transformers.initialization import no_init_weights
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.spec = BackboneSpec.from_config(model.config)
+        inner = model.model
+        tower = inner.vision_tower
+        self.vision_core = getattr(tower, "vision_model", tower)
+        # A *ForCausalLM view over the checkpoint's language model and lm_head: ServerHalf generates with it.
+        with no_init_weights(), torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(model.config.text_config)
+        lm.model = inner.language_model
+        lm.lm_head = model.lm_head
+        lm.generation_config = model.generation_config
+        self.device_ = next(model.parameters()).device
+        self.server = ServerHalf(self.spec, inner.multi_modal_projector, getattr(inner, "image_newline", None), lm,
+                                 tokenizer, dtype=next(model.parameters()).dtype, device=self.device_)
+        self.device_half = DeviceHalf(self.spec, self.vision_core, image_processor,
+                                      dtype=next(model.parameters()).dtype, device=self.device_)
+
+    def parameters(self):
+        """All parameters of the underlying model."""
+        return self.model.parameters()
+
+    def named_parameters(self):
+        """(name, parameter) of the underlying model."""
+        return self.model.named_parameters()
+
+    # ----------------------------------------------------------------------------------------------- build / save
+    @classmethod
+    def from_config(cls, config, tokenizer, image_processor, seed: int = 0) -> "TrainableLlava":
+        """A freshly initialised model of ``config`` (seeded; the global RNG is left as it was)."""
+        from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration
+
+        klass = (LlavaOnevisionForConditionalGeneration if config.model_type == "llava_onevision"
+                 else LlavaForConditionalGeneration)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = klass(config)
+        model.generation_config.eos_token_id = config.text_config.eos_token_id
+        model.generation_config.pad_token_id = config.text_config.pad_token_id
+        model.generation_config.do_sample = False
+        return cls(model, tokenizer, image_processor)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                        device: str = "cpu") -> "TrainableLlava":
+        """Load a local llava-hf directory (safetensors only; never a pickle)."""
+        from transformers import AutoModelForImageTextToText
+
+        from tofc_ros.backbones.loading import load_image_processor, load_tokenizer, resolve_model_dir
+
+        model_dir = resolve_model_dir(path)
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, use_safetensors=True,
+                                                            local_files_only=True).to(device)
+        return cls(model, load_tokenizer(model_dir), load_image_processor(model_dir))
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write a llava-hf directory: config, model.safetensors, generation config, tokenizer, preprocessor."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        self.image_processor.save_pretrained(out)
+        return out
+
+    # ----------------------------------------------------------------------------------------------- forward parts
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower up to the feature layer, with gradients: [T, 3, S, S] → [T, n_v, d].
+
+        The same computation as ``DeviceHalf.encode_pixels`` (tested), which the robot runs under no_grad.
+        """
+        hidden = self.vision_core.embeddings(pixel_values)
+        if hasattr(self.vision_core, "pre_layrnorm"):
+            hidden = self.vision_core.pre_layrnorm(hidden)
+        n_layers = self.spec.vision_layers_needed
+        for layer in self.vision_core.encoder.layers[:n_layers]:
+            hidden = layer(hidden, None)
+        if self.spec.select_strategy == "default":
+            hidden = hidden[:, 1:]
+        return hidden

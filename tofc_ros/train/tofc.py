@@ -1,0 +1,494 @@
+"""TOFC training, Algorithm 1 of Yuan et al.: task loss + rate + expert balance, end to end through the codec.
+
+    python -m tofc_ros.train.tofc --config configs/train_easyvqa_tofc.yaml [--resume] [--set lam=0.002]
+    accelerate launch -m tofc_ros.train.tofc --config ...          (GPUs; the same script)
+
+Per step, for a batch of images and all their questions::
+
+    pixels ─ vision tower (+LoRA) ─► x [T, 729, d] ─ FMM (DPC-KNN assignment, pooled means with grad) ─► [T, n_c, d]
+      ─ selective hyperprior (router softmax(·/T), STE rounding) ─► x̂, R (bits), L_balance
+      ─ projector (trainable) ─ token order ─ LLM (+LoRA) on every question (prefix shared) ─► D = CE(answer + EOS)
+
+    L = D + λ·R + w_bal·L_balance            (eqs. 10, 16, 18; R = bits per image, mean over the batch)
+    T(step) = T_0 · (T_1 / T_0)^(step / (steps-1))  (exponential decay, default 10 → 0.1)
+
+A separate optimizer trains the z-density quantiles (CompressAI's auxiliary loss); the parameter sets are asserted
+disjoint. ``sweep`` entries in the config run several (λ, n_c, …) points from one file, each in its own directory.
+
+Outputs per run directory:
+    codec.safetensors      the updated codec (``codec.weights.save_model``: safetensors + fingerprint)
+    model/                 llava-hf directory with LoRA merged (``save_merged``), loadable by load_*_half
+    adapters.safetensors   LoRA + projector (+ image_newline) tensors, for large models where a merged copy is big
+    log.jsonl              step, loss, D, R (bits/image), balance, temperature, lr, train accuracy
+    summary.json           config, steps, time, final estimates
+    checkpoint/            resumable: trainable.safetensors, optimizer.safetensors, state.json (no pickle)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.train.common import (
+    JsonlLog,
+    PixelPath,
+    config_to_dict,
+    cosine_lr,
+    exp_temperature,
+    load_config,
+    seed_everything,
+    set_threads,
+    timer,
+)
+from tofc_ros.train.llava import TrainableLlava
+from tofc_ros.train.merge import MERGE_METHODS, merge_features
+from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
+from tofc_ros.train.pretrain import vision_batch
+
+__all__ = ["LoraSettings", "CodecSettings", "TofcTrainConfig", "TofcTrainer", "expand_sweep", "main"]
+
+VISION_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA (peft) on the vision encoder and on the LLM."""
+
+    vision: bool = True
+    text: bool = True
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    vision_targets: tuple[str, ...] = VISION_LORA_TARGETS
+    text_targets: tuple[str, ...] = TEXT_LORA_TARGETS
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """Selective hyperprior settings (see ``codec.hyperprior.HyperpriorConfig``; d comes from the model)."""
+
+    n_e: int = 16
+    y_step: float = 1.0
+    scale_min: float = 0.11
+    scale_max: float = 64.0
+    scale_levels: int = 64
+    ha_hidden: tuple[int, ...] = ()
+    hs_hidden: tuple[int, ...] = ()
+    router_hidden: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TofcTrainConfig:
+    """Algorithm 1 settings (YAML keys of configs/train_easyvqa_tofc.yaml)."""
+
+    model: str = "models/easyvqa-tiny-ov"  # llava-hf directory (the tiny bundled model or a real checkpoint)
+    out: str = "runs/tofc"
+    name: str = ""  # run sub-directory (sweeps: filled from the sweep entry)
+    seed: int = 0
+    steps: int = 400
+    batch_images: int = 8
+    n_c: int = 16
+    k: int = 5
+    merge: str = "dpc_knn"  # dpc_knn | centres | uniform | none (ablations)
+    lam: float = 1e-3  # λ: weight of R in bits per image
+    balance_weight: float = 1.0
+    t_start: float = 10.0
+    t_end: float = 0.1
+    lr: float = 1e-3  # LoRA, projector
+    codec_lr: float = 3e-3
+    aux_lr: float = 1e-2
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    train_projector: bool = True
+    full_feature_images: int = 0  # per step, also D on uncompressed features of this many images (keeps raw path)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    codec: CodecSettings = field(default_factory=CodecSettings)
+    codec_init: str = ""  # optional codec.safetensors to start from (e.g. a run with another λ)
+    train_limit: int | None = None
+    save_merged: bool = True
+    checkpoint_every: int = 100
+    log_every: int = 10
+    threads: int = 0
+    dtype: str = "fp32"
+    sweep: tuple[dict, ...] = ()  # each entry overrides keys above for one run, e.g. {name: l2e-3, lam: 0.002}
+
+    def __post_init__(self):
+        if self.merge not in MERGE_METHODS:
+            raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
+        if self.steps < 1 or self.batch_images < 1:
+            raise ValueError("steps and batch_images must be ≥ 1")
+        if self.lam < 0:
+            raise ValueError(f"lam must be ≥ 0, got {self.lam}")
+
+
+def expand_sweep(cfg: TofcTrainConfig) -> list[TofcTrainConfig]:
+    """One config per sweep entry (or ``[cfg]`` without a sweep). Entry names default to lam/n_c."""
+    if not cfg.sweep:
+        return [cfg]
+    runs = []
+    base = config_to_dict(cfg)
+    base["sweep"] = []
+    for entry in cfg.sweep:
+        data = json.loads(json.dumps(base))
+        for key, value in entry.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key].update(value)
+            else:
+                data[key] = value
+        if not entry.get("name"):
+            data["name"] = f"nc{data['n_c']}_lam{data['lam']:g}"
+        from tofc_ros.train.common import _from_dict
+
+        runs.append(_from_dict(TofcTrainConfig, data))
+    return runs
+
+
+class TofcTrainer:
+    """One Algorithm-1 run (build, train, checkpoint/resume, export).
+
+    Args:
+        cfg: the run's config (no sweep).
+        accelerator: an ``accelerate.Accelerator`` (None: plain single-process CPU/GPU).
+    """
+
+    def __init__(self, cfg: TofcTrainConfig, accelerator=None):
+        from tofc_ros.backbones.loading import parse_dtype
+        from tofc_ros.codec.hyperprior import HyperpriorConfig
+        from tofc_ros.codec.selective import SelectiveEntropyModel
+
+        self.cfg = cfg
+        self.acc = accelerator
+        self.run_dir = Path(cfg.out) / cfg.name if cfg.name else Path(cfg.out)
+        set_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        device = str(accelerator.device) if accelerator is not None else "cpu"
+        self.llava = TrainableLlava.from_pretrained(cfg.model, dtype=parse_dtype(cfg.dtype), device=device)
+        self._apply_lora()
+        d = self.llava.spec.vision_dim
+        c = cfg.codec
+        hcfg = HyperpriorConfig(d=d, n_e=c.n_e, y_step=c.y_step, scale_min=c.scale_min, scale_max=c.scale_max,
+                                scale_levels=c.scale_levels, ha_hidden=c.ha_hidden, hs_hidden=c.hs_hidden,
+                                router_hidden=c.router_hidden)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.codec = SelectiveEntropyModel(hcfg).to(device)
+        if cfg.codec_init:
+            from tofc_ros.codec.weights import load_model
+
+            init = load_model(cfg.codec_init)
+            params = {k: v for k, v in init.state_dict().items() if k in dict(self.codec.named_parameters())}
+            self.codec.load_state_dict(params, strict=False)
+        # Parameter groups: main (LoRA, projector, codec nets) and aux (z-density quantiles), disjoint.
+        aux = [p for n, p in self.codec.named_parameters() if n.endswith("quantiles")]
+        aux_ids = {id(p) for p in aux}
+        codec_main = [p for p in self.codec.parameters() if id(p) not in aux_ids]
+        model_params = [p for p in self.llava.parameters() if p.requires_grad]
+        main_ids = {id(p) for p in codec_main + model_params}
+        if main_ids & aux_ids:
+            raise RuntimeError("main and auxiliary parameter sets overlap")
+        self.opt = torch.optim.AdamW([{"params": model_params, "lr": cfg.lr, "base_lr": cfg.lr},
+                                      {"params": codec_main, "lr": cfg.codec_lr, "base_lr": cfg.codec_lr}],
+                                     weight_decay=cfg.weight_decay)
+        self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+        self.model_params, self.codec_main, self.aux_params = model_params, codec_main, aux
+        self.pixels = PixelPath(self.llava.device_half)
+        self.prompts = PromptCache(self.llava.server)
+        self.train = load_split("train", cfg.train_limit)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.order: list[int] = []
+        self.step = 0
+        if accelerator is not None:
+            # Only the optimizers are wrapped: the batch is built per process from its own image slice.
+            self.opt, self.aux_opt = accelerator.prepare(self.opt, self.aux_opt)
+
+    # ------------------------------------------------------------------------------------------------- set-up
+    def _apply_lora(self) -> None:
+        cfg = self.cfg
+        model = self.llava.model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        patterns = []
+        if cfg.lora.vision:
+            patterns.append(r".*vision_tower\..*\.(" + "|".join(cfg.lora.vision_targets) + r")$")
+        if cfg.lora.text:
+            patterns.append(r".*language_model\..*\.(" + "|".join(cfg.lora.text_targets) + r")$")
+        if patterns:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                              target_modules="|".join(f"(?:{p})" for p in patterns), bias="none")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + 2)
+                inject_adapter_in_model(lcfg, model)  # in place: the serving views keep pointing at these modules
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name)
+        if cfg.train_projector:
+            inner = model.model
+            for p in inner.multi_modal_projector.parameters():
+                p.requires_grad_(True)
+            if getattr(inner, "image_newline", None) is not None:
+                inner.image_newline.requires_grad_(True)
+
+    # ------------------------------------------------------------------------------------------------ training
+    def temperature(self, step: int | None = None) -> float:
+        """Router temperature at ``step`` (exponential decay)."""
+        return exp_temperature(self.step if step is None else step, self.cfg.steps, self.cfg.t_start, self.cfg.t_end)
+
+    def _next_batch(self):
+        cfg = self.cfg
+        while len(self.order) < cfg.batch_images:
+            self.order += torch.randperm(len(self.train), generator=self.gen).tolist()
+        idx = self.order[: cfg.batch_images]
+        del self.order[: cfg.batch_images]
+        if self.acc is not None and self.acc.num_processes > 1:
+            idx = idx[self.acc.process_index:: self.acc.num_processes]
+        return [self.train[i] for i in idx]
+
+    def loss_terms(self, batch, temperature: float) -> dict:
+        """D, R (bits per image, mean), L_balance and the total for one batch (differentiable)."""
+        cfg = self.cfg
+        server = self.llava.server
+        feats = vision_batch(self.llava, self.pixels, batch)
+        merged = [merge_features(f, cfg.n_c, cfg.merge, cfg.k) for f, _, _ in feats]
+        sizes = [m.shape[0] * m.shape[1] for m in merged]
+        out = self.codec(torch.cat([m.reshape(-1, m.shape[-1]) for m in merged]), temperature=temperature)
+        x_hat = torch.split(out["x_hat"], sizes)
+        bits = torch.stack([b.sum() for b in torch.split(out["bits"], sizes)])  # [B] bits per image
+        embeds = [server.image_embeddings(xh.reshape(m.shape), g, s)
+                  for xh, m, (_, g, s) in zip(x_hat, merged, feats)]
+        scores = answer_logits(server, self.prompts, embeds, [b.questions for b in batch], [b.answers for b in batch])
+        distortion, ok = answer_stats(scores)
+        rate = bits.mean()
+        total = distortion + cfg.lam * rate + cfg.balance_weight * out["balance_loss"]
+        terms = {"loss": total, "D": distortion, "R": rate, "balance": out["balance_loss"], "acc": ok.float().mean()}
+        if cfg.full_feature_images > 0:
+            n = min(cfg.full_feature_images, len(batch))
+            full = [server.image_embeddings(f, g, s) for f, g, s in feats[:n]]
+            sc = answer_logits(server, self.prompts, full, [b.questions for b in batch[:n]],
+                               [b.answers for b in batch[:n]])
+            d_full, _ = answer_stats(sc)
+            terms["D_full"] = d_full
+            terms["loss"] = total + d_full
+        return terms
+
+    def train_step(self) -> dict:
+        """One optimisation step (main + auxiliary optimizer). Returns the loss terms as floats."""
+        cfg = self.cfg
+        self.llava.model.train()
+        self.codec.train()
+        lr_scale = cosine_lr(self.step, cfg.steps, cfg.warmup_steps, 1.0, 0.1)
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_scale
+        temp = self.temperature()
+        terms = self.loss_terms(self._next_batch(), temp)
+        self.opt.zero_grad(set_to_none=True)
+        if self.acc is not None:
+            self.acc.backward(terms["loss"])
+        else:
+            terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model_params + self.codec_main, cfg.grad_clip)
+        self.opt.step()
+        self.aux_opt.zero_grad(set_to_none=True)
+        aux = self.codec.aux_loss()
+        aux.backward()
+        self.aux_opt.step()
+        self.step += 1
+        rec = {k: float(v.detach()) for k, v in terms.items()}
+        rec.update(aux=float(aux.detach()), T=temp, lr=cfg.lr * lr_scale)
+        return rec
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"model.{n}": p.detach().cpu().contiguous() for n, p in self.llava.named_parameters()
+                 if p.requires_grad}
+        state.update({f"codec.{n}": p.detach().cpu().contiguous() for n, p in self.codec.named_parameters()})
+        return state
+
+    def _named_param_list(self) -> list[tuple[str, torch.nn.Parameter]]:
+        named = [(f"model.{n}", p) for n, p in self.llava.named_parameters() if p.requires_grad]
+        named += [(f"codec.{n}", p) for n, p in self.codec.named_parameters()]
+        return named
+
+    def _optimizer_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict = {}
+        ids = {id(p): n for n, p in self._named_param_list()}
+        for opt_name, opt in (("main", self.opt), ("aux", self.aux_opt)):
+            opt = getattr(opt, "optimizer", opt)  # unwrap accelerate
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    st = opt.state.get(p, {})
+                    for key, value in st.items():
+                        name = f"{opt_name}|{ids[id(p)]}|{key}"
+                        if torch.is_tensor(value):
+                            tensors[name] = value.detach().cpu().contiguous()
+                        else:
+                            meta[name] = value
+        return tensors, meta
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoint/`` atomically (safetensors + JSON only)."""
+        from safetensors.torch import save_file
+
+        ck = self.run_dir / "checkpoint"
+        tmp = self.run_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = self._optimizer_state()
+        opt_tensors["rng|torch"] = torch.get_rng_state()
+        opt_tensors["rng|data"] = self.gen.get_state()
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        state = {"step": self.step, "order": self.order, "optimizer_scalars": opt_meta,
+                 "config": config_to_dict(self.cfg)}
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        shutil.rmtree(ck, ignore_errors=True)
+        tmp.rename(ck)
+        return ck
+
+    def load_checkpoint(self, ck: Path | None = None) -> bool:
+        """Restore parameters, optimizer moments, RNG and data order from ``checkpoint/``. False if none."""
+        from safetensors.torch import load_file
+
+        ck = Path(ck) if ck else self.run_dir / "checkpoint"
+        if not (ck / "state.json").is_file():
+            return False
+        state = json.loads((ck / "state.json").read_text(encoding="utf-8"))
+        params = load_file(str(ck / "trainable.safetensors"))
+        named = dict(self._named_param_list())
+        if set(params) != set(named):
+            raise ValueError(f"checkpoint parameters do not match this run: {sorted(set(params) ^ set(named))[:5]}")
+        with torch.no_grad():
+            for n, p in named.items():
+                p.copy_(params[n].to(p.device, p.dtype))
+        tensors = load_file(str(ck / "optimizer.safetensors"))
+        for opt_name, opt in (("main", self.opt), ("aux", self.aux_opt)):
+            opt = getattr(opt, "optimizer", opt)
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    pname = next(n for n, q in named.items() if q is p)
+                    st = {}
+                    for key in ("step", "exp_avg", "exp_avg_sq"):
+                        tname = f"{opt_name}|{pname}|{key}"
+                        if tname in tensors:
+                            st[key] = tensors[tname].to(p.device) if key != "step" else tensors[tname]
+                        elif tname in state["optimizer_scalars"]:
+                            st[key] = state["optimizer_scalars"][tname]
+                    if st:
+                        opt.state[p] = st
+        torch.set_rng_state(tensors["rng|torch"])
+        self.gen.set_state(tensors["rng|data"])
+        self.order = list(state["order"])
+        self.step = int(state["step"])
+        return True
+
+    # ------------------------------------------------------------------------------------------------ export
+    def export(self) -> dict:
+        """Update and save the codec, save adapters and (optionally) the merged model. Returns file paths."""
+        from safetensors.torch import save_file
+
+        from tofc_ros.codec.weights import save_model
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.codec.eval()
+        self.codec.update()
+        fp = save_model(self.codec, self.run_dir / "codec.safetensors")
+        adapters = {n: p.detach().cpu().contiguous() for n, p in self.llava.named_parameters() if p.requires_grad}
+        save_file(adapters, str(self.run_dir / "adapters.safetensors"),
+                  metadata={"format": "tofc-adapters/1", "base_model": str(self.cfg.model)})
+        out = {"codec": str(self.run_dir / "codec.safetensors"), "codec_fingerprint": fp.hex(),
+               "adapters": str(self.run_dir / "adapters.safetensors")}
+        if self.cfg.save_merged:
+            out["model"] = str(self.save_merged_model(self.run_dir / "model"))
+        return out
+
+    def save_merged_model(self, out_dir: Path) -> Path:
+        """LoRA merged into the base weights, written as a llava-hf directory (adapters removed from this run)."""
+        from peft.tuners.lora import LoraLayer
+
+        model = self.llava.model
+        with torch.no_grad():
+            for name, module in list(model.named_modules()):
+                if isinstance(module, LoraLayer):
+                    module.merge()
+                    parent_name, _, child = name.rpartition(".")
+                    parent = model.get_submodule(parent_name) if parent_name else model
+                    setattr(parent, child, module.get_base_layer())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return self.llava.save(out_dir)
+
+    # ------------------------------------------------------------------------------------------------- driver
+    def run(self, resume: bool = False, progress: bool = True) -> dict:
+        """Train to ``cfg.steps`` (resuming if asked and possible), export, write summary.json."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.load_checkpoint() if resume else False
+        if not resumed:
+            (self.run_dir / "log.jsonl").unlink(missing_ok=True)
+        log = JsonlLog(self.run_dir / "log.jsonl")
+        is_main = self.acc is None or self.acc.is_main_process
+        bar = None
+        if progress and is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"tofc {cfg.name or ''}".strip(), dynamic_ncols=True)
+        t0 = timer()
+        while self.step < cfg.steps:
+            rec = self.train_step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(D=f"{rec['D']:.3f}", R=f"{rec['R']:.0f}", T=f"{rec['T']:.2f}")
+            if is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                log.write(step=self.step, **rec, elapsed_s=timer() - t0)
+            if is_main and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        train_s = timer() - t0
+        summary = {"config": config_to_dict(cfg), "steps": self.step, "train_seconds": round(train_s, 1),
+                   "resumed": resumed}
+        if is_main:
+            self.save_checkpoint()
+            summary["files"] = self.export()
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: one run, or every entry of ``sweep`` in turn."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML config (keys of TofcTrainConfig)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--resume", action="store_true", help="continue from each run's checkpoint/ if present")
+    parser.add_argument("--only", default="", help="run only the sweep entry with this name")
+    parser.add_argument("--accelerate", action="store_true", help="use accelerate (GPUs, multi-process)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = load_config(TofcTrainConfig, args.config, args.set)
+    accelerator = None
+    if args.accelerate:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+    for run in expand_sweep(cfg):
+        if args.only and run.name != args.only:
+            continue
+        summary = TofcTrainer(run, accelerator).run(resume=args.resume, progress=not args.no_progress)
+        print(json.dumps({k: summary.get(k) for k in ("steps", "train_seconds", "files")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
