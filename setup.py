@@ -44,6 +44,7 @@ setup(
             "server_node = tofc_ros.nodes.server_node:main",
             "demo_client = tofc_ros.nodes.demo_client:main",
             "replay_node = tofc_ros.nodes.replay_node:main",
+            "uplink_node = tofc_ros.nodes.uplink_node:main",
             "launch = tofc_ros.launcher.cli:main",
         ],
     },
