@@ -75,3 +75,36 @@ def test_a_node_that_dies_fails_the_launch_with_a_clear_message(tmp_path):
     assert proc.returncode == 1, out
     assert "queue_size" in out and "server_node-2" in out, out
     assert "[device_node-1]: process has finished cleanly" in out, out
+
+
+def test_two_robots_share_one_server(ros):
+    ns = f"fleet_{uuid.uuid4().hex[:8]}"
+    proc = _launch("two_robots.launch.xml", f"server_namespace:={ns}", f"robot1_image:=/{ns}/r1",
+                   f"robot2_image:=/{ns}/r2")
+    try:
+        node = ros.add(Node("fleet_probe", context=ros.context))
+        cams = {r: node.create_publisher(Image, f"/{ns}/{r}", qos_profile_sensor_data) for r in ("r1", "r2")}
+        questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
+        answers = {}
+        node.create_subscription(Answer, f"/{ns}/answers", lambda a: answers.setdefault(a.question_id, a), RELIABLE)
+        wait_for(lambda: all(p.get_subscription_count() for p in cams.values())
+                 and questions.get_subscription_count(), timeout=30)
+        for i, (robot, camera) in enumerate((("r1", "robot1"), ("r2", "robot2"))):
+            q = Question(question_id=camera, text="What is there?", camera=camera, timeout_s=20.0)
+            q.image_stamp.sec = 10 + i
+            questions.publish(q)
+        deadline = time.monotonic() + 30
+        while len(answers) < 2 and time.monotonic() < deadline:
+            for i, robot in enumerate(("r1", "r2")):
+                img = Image(height=8, width=8 * (i + 1), encoding="rgb8", step=24 * (i + 1),
+                            data=synthetic_frame(i, 8, 8 * (i + 1)).tobytes())
+                img.header.stamp.sec = 10 + i
+                cams[robot].publish(img)
+            time.sleep(0.2)
+        assert {q: (a.status, a.camera, a.image_stamp.sec) for q, a in answers.items()} == {
+            "robot1": (Answer.STATUS_OK, "robot1", 10), "robot2": (Answer.STATUS_OK, "robot2", 11)}
+        assert "8x8 image" in answers["robot1"].text and "16x8 image" in answers["robot2"].text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out

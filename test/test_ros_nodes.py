@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,43 @@ def test_a_missing_model_stops_the_node_with_a_clear_error(ros, tmp_path):
 
     with pytest.raises(StartupError, match="does not exist"):
         DeviceNode(context=ros.context, parameter_overrides=_overrides(codec="tofc", model_path=str(tmp_path / "x")))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_a_30hz_camera_and_a_slow_encoder_keep_memory_bounded_and_drop_stale_frames(ros):
+    from tofc_ros.pipeline.device import PlaceholderEncoder
+
+    class SlowEncoder(PlaceholderEncoder):  # a real encoder made slower than the camera (~5 Hz)
+        def encode(self, rgb):
+            time.sleep(0.2)
+            return super().encode(rgb)
+
+    device = ros.add(DeviceNode(encoder=SlowEncoder(1), context=ros.context,
+                                parameter_overrides=_overrides(max_rate_hz=100.0)))
+    client = Client(ros)
+    wait_for(lambda: device._subs["front"].get_publisher_count() > 0)
+    frame = synthetic_frame(0, 720, 1280)
+    rss = []
+    start = time.monotonic()
+    for i in range(120):  # 4 s at 30 Hz, 2.8 MB per frame: 330 MB if anything queued them
+        client.image(frame, sec=1000 + i)
+        if i == 30:
+            rss.append(_rss_mb())
+        time.sleep(max(0.0, start + (i + 1) / 30 - time.monotonic()))
+    rss.append(_rss_mb())
+    counters = device.counters.snapshot()
+    published = wait_for(lambda: device.counters.snapshot()["published"] >= counters["published"] and
+                         client.features and client.features)
+    assert counters["frames_received"] >= 100
+    assert counters["frames_dropped"] >= counters["frames_received"] // 2  # most frames never waited in a queue
+    assert counters["published"] <= 4 / 0.2 + 2
+    assert rss[-1] - rss[0] < 80, f"RSS grew {rss[-1] - rss[0]:.0f} MB"
+    time.sleep(0.5)
+    assert client.features[-1].header.stamp.sec >= 1000 + 120 - 10  # the last encoded frame was a fresh one
+    assert len(published) >= 5
