@@ -157,6 +157,14 @@ class CheckpointReader:
         """All canonical keys."""
         return sorted(self._where)
 
+    def get_tensor(self, key: str) -> torch.Tensor:
+        """One tensor by canonical key (KeyError if absent)."""
+        from safetensors import safe_open
+
+        fname, stored = self._where[key]
+        with safe_open(str(self.model_dir / fname), framework="pt") as f:
+            return f.get_tensor(stored)
+
     def load(self, prefix: str, keep: Callable[[str], bool] = lambda _: True) -> dict[str, torch.Tensor]:
         """Tensors whose canonical key starts with ``prefix``, keyed by the rest of the key.
 
@@ -195,7 +203,7 @@ def backbone_fingerprint(reader: CheckpointReader, spec: BackboneSpec) -> str:
     h.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
     keep = _vision_tower_keep(spec)
     for key in sorted(k for k in reader.keys() if k.startswith("vision_tower.") and keep(k[len("vision_tower.") :])):
-        tensor = reader.load(key)[""]
+        tensor = reader.get_tensor(key)  # one at a time: nothing of the tower stays in memory
         h.update(f"\0{key}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
         # Byte view, not numpy: numpy has no bfloat16.
         h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -279,3 +279,19 @@ def save_tiny_model(kind: TinyKind, out_dir: str | Path, seed: int = 0) -> Path:
 def _check_kind(kind: str) -> None:
     if kind not in TINY_KINDS:
         raise ValueError(f"kind must be one of {TINY_KINDS}, got {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m tofc_ros.backbones.tiny --kind onevision --out models/tiny-ov [--seed 0]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a tiny LLaVA checkpoint (llava-hf layout) for tests and demos.")
+    parser.add_argument("--kind", choices=TINY_KINDS, required=True)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(save_tiny_model(args.kind, args.out, args.seed))
+
+
+if __name__ == "__main__":
+    main()
