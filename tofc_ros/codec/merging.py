@@ -108,20 +108,24 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     by_density = torch.sort(m, dim=-1, stable=True).indices  # [T, N], densest first
     rank = torch.empty(t, n, dtype=torch.int32, device=x.device)
     rank.scatter_(1, by_density, idx.to(torch.int32).expand(t, n))  # rank[t, i]
-    denser = rank.unsqueeze(1) < rank.unsqueeze(2)  # denser[t, i, j]: j is denser than i
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    delta2 = torch.where(denser, d2, inf).amin(-1)  # [T, N] squared delta; +inf for the densest
     densest = by_density[:, :1]  # [T, 1]; no denser feature: delta = its maximum distance
-    delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
+    max_d2 = torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1)  # [T, 1]
+    # d2 is not needed after this point, so mask it in place (saves an N x N allocation).
+    not_denser = rank.unsqueeze(1) >= rank.unsqueeze(2)  # [t, i, j]: j is NOT denser than i
+    delta2 = d2.masked_fill_(not_denser, float("inf")).amin(-1)  # [T, N] squared delta; +inf for the densest
+    delta2.scatter_(1, densest, max_d2)
+    del d2
 
     # log(rho * delta) = -m + 0.5 * log(delta^2); log(0) = -inf is fine (duplicates rank last, then by index).
     score = -m + 0.5 * torch.log(delta2)
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # stable: ties -> lower index first
     centres = order[:, :n_c].sort(dim=-1).values  # [T, C], ascending feature index
 
-    # Nearest centre; argmin returns the first minimum, i.e. the centre with the lower feature index.
-    d2_to_centres = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c))  # [T, N, C]
-    assignment = d2_to_centres.argmin(-1)
+    # Nearest centre. Distances to the centres from a small [N, C] matmul (|x_i|^2 is constant per row and dropped: argmin is
+    # unchanged). argmin returns the first minimum, i.e. the centre with the lower feature index.
+    x_c = torch.gather(x, 1, centres.unsqueeze(2).expand(t, n_c, d))  # [T, C, D]
+    sq_c = torch.gather(sq, 1, centres)  # [T, C]
+    assignment = torch.baddbmm(sq_c.unsqueeze(1), x, x_c.transpose(1, 2), alpha=-2.0).argmin(-1)  # [T, N]
     # A centre always belongs to its own cluster (matters only for duplicated centres).
     assignment.scatter_(1, centres, torch.arange(n_c, device=x.device).expand(t, n_c))
 
