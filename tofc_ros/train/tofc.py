@@ -117,6 +117,7 @@ class TofcTrainConfig:
     codec_init: str = ""  # optional codec.safetensors to start from (e.g. a run with another λ)
     train_limit: int | None = None
     save_merged: bool = True
+    bundle_dir: str = ""  # also write the merged model + codec (as tofc_codec.safetensors) here, node-ready
     checkpoint_every: int = 100
     log_every: int = 10
     threads: int = 0
@@ -409,8 +410,10 @@ class TofcTrainer:
                   metadata={"format": "tofc-adapters/1", "base_model": str(self.cfg.model)})
         out = {"codec": str(self.run_dir / "codec.safetensors"), "codec_fingerprint": fp.hex(),
                "adapters": str(self.run_dir / "adapters.safetensors")}
-        if self.cfg.save_merged:
+        if self.cfg.save_merged or self.cfg.bundle_dir:
             out["model"] = str(self.save_merged_model(self.run_dir / "model"))
+        if self.cfg.bundle_dir:
+            out["bundle"] = str(bundle(self.run_dir, self.cfg.bundle_dir))
         return out
 
     def save_merged_model(self, out_dir: Path) -> Path:
@@ -463,7 +466,27 @@ class TofcTrainer:
             self.save_checkpoint()
             summary["files"] = self.export()
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            if self.cfg.bundle_dir:
+                shutil.copy2(self.run_dir / "summary.json", Path(self.cfg.bundle_dir) / "tofc_train_summary.json")
         return summary
+
+
+def bundle(run_dir: str | Path, bundle_dir: str | Path) -> Path:
+    """Copy a run's merged model and codec into one node-ready directory.
+
+    The device and server nodes read ``model_path`` (a llava-hf directory) and ``codec_path``
+    (``<model_path>/tofc_codec.safetensors`` by default); the codec is only valid with this backbone.
+    """
+    run_dir, dst = Path(run_dir), Path(bundle_dir)
+    src = run_dir / "model"
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src}: no merged model to bundle (save_merged)")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
+    shutil.copy2(run_dir / "codec.safetensors", dst / "tofc_codec.safetensors")
+    return dst
 
 
 def main(argv: list[str] | None = None) -> int:

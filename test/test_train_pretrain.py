@@ -1,0 +1,76 @@
+"""Pre-training path: the shared-prefix LM pass equals ServerHalf.logits, the training vision path equals the device
+half, the fast pixel path equals the processor, and a few pre-training steps lower the loss and save a loadable model."""
+
+import json
+
+import pytest
+import torch
+
+from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.train.common import PixelPath
+from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
+from tofc_ros.train.pretrain import PretrainConfig, TinyModelConfig, build_tiny_ov, pretrain, vision_batch
+
+TINY = TinyModelConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_hidden=32,
+                       text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_tiny_ov(TINY, seed=3)
+    m.model.eval()
+    return m
+
+
+@torch.no_grad()
+def test_pixels_and_vision_match_the_device_half(model):
+    items = load_split("test", 12)
+    pixels = PixelPath(model.device_half)
+    feats = vision_batch(model, pixels, items)
+    for item, (f, grid, size) in zip(items, feats):
+        ref = model.device_half.encode_image(item.rgb())
+        assert (ref.grid, ref.image_size) == (grid, size)
+        torch.testing.assert_close(f, ref.features, rtol=1e-4, atol=1e-4)
+    assert pixels._fast_ok  # the fast path agreed with the processor
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n_per_tile", [729, 16])
+def test_shared_prefix_logits_equal_one_pass_per_question(model, n_per_tile):
+    items = load_split("test", 25)
+    server = model.server
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, n_per_tile, 32, generator=g) for _ in items]
+    embeds = [server.image_embeddings(f, (1, 1), (64, 64)) for f in feats]
+    prompts = PromptCache(server)
+    scores = answer_logits(server, prompts, embeds, [i.questions for i in items], [i.answers for i in items])
+    q = 0
+    for item, f in zip(items, feats):
+        for question, answer in zip(item.questions, item.answers):
+            full = server.logits(f, (1, 1), (64, 64), question, answer)  # [L, V], the serving path
+            ids, n_ans = prompts.suffix(question, answer)
+            s = ids.numel()
+            torch.testing.assert_close(scores.logits[q, :s], full[-s:], rtol=1e-4, atol=1e-5)
+            # Targets: the answer tokens + EOS, predicted from the position before each.
+            tgt = scores.targets[q]
+            assert (tgt != -100).sum() == n_ans
+            q += 1
+    assert q == scores.logits.shape[0] == 25
+    ce, ok = answer_stats(scores)
+    assert torch.isfinite(ce) and ok.shape == (25,)
+
+
+def test_few_steps_lower_the_loss_and_save_a_loadable_model(tmp_path):
+    cfg = PretrainConfig(model=TINY, epochs=8.0, train_limit=8, batch_images=1, lr=5e-3, warmup_steps=1,
+                         log_every=1, eval_limit=5, threads=1)
+    summary = pretrain(cfg, tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
+    assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
+    assert summary["test"]["questions"] == 5
+    from tofc_ros.backbones import load_device_half, load_server_half
+
+    dev = load_device_half(tmp_path)
+    srv = load_server_half(tmp_path)
+    vf = dev.encode_image(load_split("test", 1)[0].rgb())
+    assert vf.features.shape == (2, 729, 32)
+    assert isinstance(srv.answer(vf.features, vf.grid, vf.image_size, "what shape is in the image?"), str)
