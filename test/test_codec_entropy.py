@@ -67,11 +67,11 @@ def test_balance_loss_uniform_is_zero_and_collapse_is_max():
         model.router.weights[0].zero_()
         model.router.biases[0].zero_()
     out = model(torch.randn(4, 64))
-    assert float(out["balance_loss"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(out["balance_loss"].detach()) == pytest.approx(0.0, abs=1e-9)
     with torch.no_grad():
         model.router.biases[0][0, 0] = 100.0
     out = model(torch.randn(4, 64))
-    assert float(out["balance_loss"]) == pytest.approx(4 - 1, rel=1e-4)  # E * ((1-1/E)^2 + (E-1)/E^2) = E-1
+    assert float(out["balance_loss"].detach()) == pytest.approx(4 - 1, rel=1e-4)  # E * ((1-1/E)^2 + (E-1)/E^2) = E-1
 
 
 def test_eval_forward_uses_argmax_expert():
