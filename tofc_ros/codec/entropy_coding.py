@@ -56,7 +56,11 @@ class TableCoder:
         """Args: string from :meth:`encode`; indexes: the same table indexes. Returns: int64 symbols, indexes' shape."""
         if indexes.numel() == 0:
             return torch.zeros(indexes.shape, dtype=torch.int64)
+        # The compiled decoder does not bounds-check its input: a short (forged) string would make it read past
+        # the end. It reads at most one 32-bit word per symbol/bypass step, so zero padding of that size keeps
+        # every read inside our buffer and the result deterministic. Valid strings never reach the padding.
+        padded = bytes(string) + bytes(4 * (indexes.numel() + 8))
         values = ans.RansDecoder().decode_with_indexes(
-            string, self._check_indexes(indexes), self._cdfs, self._lengths, self._offsets
+            padded, self._check_indexes(indexes), self._cdfs, self._lengths, self._offsets
         )
         return torch.tensor(values, dtype=torch.int64).reshape(indexes.shape)

@@ -43,7 +43,7 @@ class SelectiveEntropyModel(nn.Module):
     """Router + n_e hyperprior entropy models over merged features [T, C, D].
 
     Args:
-        cfg: a :class:`HyperpriorConfig` (or its d, then keyword overrides).
+        cfg: a :class:`HyperpriorConfig`.
     """
 
     def __init__(self, cfg: HyperpriorConfig):
@@ -201,10 +201,16 @@ class SelectiveEntropyModel(nn.Module):
             raise ValueError(f"expert index out of range 0..{self.cfg.n_e - 1}")
         z_idx = self.experts.z_table_indexes(experts)
         z_sym = z_coder.decode(strings[0], z_idx)
-        z_hat = (z_sym.to(torch.float64) + self.experts.z_medians()[z_idx]).to(device)
-        z_hat = z_hat.clamp(-self.cfg.z_clip, self.cfg.z_clip)  # a no-op for valid streams; bounds h_s input
-        mu, scale_index = self.experts.synthesis_exact(z_hat, experts.to(device))
+        z_hat = z_sym.to(torch.float64) + self.experts.z_medians()[z_idx]
+        # The encoder clamps z_hat and y, so valid streams stay within these bounds; anything else is a forged or
+        # garbled string (the CRC already rules out accidental corruption).
+        if z_hat.numel() and float(z_hat.abs().max()) > self.cfg.z_clip:
+            raise ValueError(f"decoded z outside +-{self.cfg.z_clip}: corrupt z string")
+        mu, scale_index = self.experts.synthesis_exact(z_hat.to(device), experts.to(device))
         y_sym = y_coder.decode(strings[1], scale_index.cpu()).to(device=device, dtype=torch.float64)
+        y_limit = self.cfg.y_clip + self.cfg.act_clip + 1  # |round(y - mu)| for |y| <= y_clip, |mu| <= act_clip
+        if y_sym.numel() and float(y_sym.abs().max()) > y_limit:
+            raise ValueError(f"decoded y symbol outside +-{y_limit}: corrupt y string")
         x_hat = ((y_sym + mu) * self.cfg.y_step).to(torch.float32)
         return {"x_hat": x_hat.reshape(t, c, d).cpu()}
 
