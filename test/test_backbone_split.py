@@ -220,6 +220,23 @@ def test_training_labels_and_gradients(halves):
     assert not any(p.requires_grad for p in server_half.language_model.parameters()), "the LLM stays frozen"
 
 
+@pytest.mark.parametrize("kind", ["onevision", "llava15"])
+def test_device_half_over_a_full_tower_stops_at_the_feature_layer(kind, halves, references):
+    """A DeviceHalf wrapping the reference's whole (untruncated) tower computes the same features, with gradients."""
+    from tofc_ros.backbones import DeviceHalf
+
+    device_half, _ = halves[kind]
+    tower = references[kind].model.vision_tower
+    full = DeviceHalf(device_half.spec, getattr(tower, "vision_model", tower), device_half.image_processor,
+                      dtype=torch.float32, device="cpu")
+    pixel_values, _, _ = device_half.preprocess(_image(300, 400))
+    torch.testing.assert_close(full.encode_pixels(pixel_values), device_half.encode_pixels(pixel_values),
+                               rtol=0, atol=0)
+    with torch.enable_grad():
+        feats = full.vision_features(pixel_values)
+    assert feats.requires_grad
+
+
 def test_device_features_can_enter_a_trainable_codec(halves):
     """Device features are ordinary tensors (not inference-mode ones), so a trainable codec can save them."""
     device_half, _ = halves["llava15"]

@@ -138,12 +138,12 @@ class DeviceHalf:
     # tensors cannot be saved for backward.
     @torch.no_grad()
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower up to the feature layer plus selection: [T, 3, S, S] → [T, n_v, d]."""
+        """Vision tower up to the feature layer plus selection: [T, 3, S, S] → [T, n_v, d] (no gradients)."""
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be [T, 3, S, S], got {tuple(pixel_values.shape)}")
         pixel_values = pixel_values.to(self.device, self.dtype)
         step = self.tiles_per_batch or pixel_values.shape[0]
-        chunks = [self._forward(pixel_values[i : i + step]) for i in range(0, pixel_values.shape[0], step)]
+        chunks = [self.vision_features(pixel_values[i : i + step]) for i in range(0, pixel_values.shape[0], step)]
         return torch.cat(chunks, dim=0)
 
     def encode_image(self, rgb: np.ndarray) -> VisionFeatures:
@@ -151,16 +151,25 @@ class DeviceHalf:
         pixel_values, grid, image_size = self.preprocess(rgb)
         return VisionFeatures(features=self.encode_pixels(pixel_values), grid=grid, image_size=image_size)
 
-    def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # The same computation as vision_tower(...).hidden_states[feature_layer], stopped at that layer: the
-        # embeddings (and CLIP's pre-layernorm, which the reference applies before layer 1), then the encoder, which
-        # was built with only the needed layers.
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The device computation itself, gradient-enabled (for training): [T, 3, S, S] → [T, n_v, d].
+
+        Equal to ``vision_tower(pixel_values, output_hidden_states=True).hidden_states[vision_feature_layer]`` plus
+        the selection, but stopped at that layer: the embeddings (and CLIP's pre-layernorm, which the reference
+        applies before layer 1), then only the first ``vision_layers_needed`` encoder layers. Works on the truncated
+        tower the loader builds and on a full tower (e.g. the trainer's whole model): later layers, post-layernorm
+        and pooling heads are never run either way.
+        """
         tower = self.vision_tower
         hidden = tower.embeddings(pixel_values)
         if hasattr(tower, "pre_layrnorm"):
             hidden = tower.pre_layrnorm(hidden)
-        if self.spec.vision_layers_needed > 0:
-            hidden = tower.encoder(inputs_embeds=hidden).last_hidden_state
+        layers = tower.encoder.layers
+        if len(layers) < self.spec.vision_layers_needed:
+            raise ValueError(f"vision tower has {len(layers)} layers; the feature layer needs "
+                             f"{self.spec.vision_layers_needed}")
+        for layer in layers[: self.spec.vision_layers_needed]:
+            hidden = layer(hidden, None)  # no attention mask: every tile is a full image
         if self.spec.select_strategy == "default":
             hidden = hidden[:, 1:]  # drop CLS (LLaVA-1.5)
         return hidden
