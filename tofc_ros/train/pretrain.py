@@ -59,6 +59,10 @@ class TinyModelConfig:
     text_heads: int = 2
     text_kv_heads: int = 1
     text_mlp: int = 128
+    # Initial vision position embeddings: "sincos" (fixed 2-D sine/cosine table, then trained) or "random" (the
+    # class default). From-scratch ViTs learn the 27×27 geometry slowly from random positions: with "random" the
+    # first run here learned colours (100 %) but not shapes (47 %) in 750 steps.
+    vision_pos_init: str = "sincos"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class PretrainConfig:
     eval_batch_images: int = 16
     log_every: int = 25
     threads: int = 0  # torch threads (0: default)
+    init_from: str | None = None  # continue from a saved model directory instead of a fresh initialisation
 
 
 def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
@@ -97,7 +102,29 @@ def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
     if getattr(t, "layer_types", None) is not None:  # Qwen2 validates one entry per layer
         t.layer_types = [t.layer_types[0]] * cfg.text_layers
     t.max_position_embeddings = 4096
-    return TrainableLlava.from_config(config, tokenizer, build_tiny_image_processor("onevision"), seed=seed)
+    model = TrainableLlava.from_config(config, tokenizer, build_tiny_image_processor("onevision"), seed=seed)
+    if cfg.vision_pos_init == "sincos":
+        emb = model.vision_core.embeddings.position_embedding
+        side = int(round(emb.weight.shape[0] ** 0.5))
+        with torch.no_grad():
+            emb.weight.copy_(sincos_2d(side, emb.weight.shape[1]))
+    elif cfg.vision_pos_init != "random":
+        raise ValueError(f"vision_pos_init must be 'sincos' or 'random', got {cfg.vision_pos_init!r}")
+    return model
+
+
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """2-D sine/cosine position table [side², dim] (row-major patches; half the channels per axis)."""
+    if dim % 4:
+        raise ValueError(f"dim must be a multiple of 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(side, dtype=torch.float64)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    out_y = ys.reshape(-1, 1) * omega
+    out_x = xs.reshape(-1, 1) * omega
+    table = torch.cat([out_y.sin(), out_y.cos(), out_x.sin(), out_x.cos()], dim=1)
+    return table.float()
 
 
 def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]):
@@ -149,8 +176,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
-    model = build_tiny_ov(cfg.model, cfg.seed)
+    model = TrainableLlava.from_pretrained(cfg.init_from) if cfg.init_from else build_tiny_ov(cfg.model, cfg.seed)
     model.model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
     train = load_split("train", cfg.train_limit)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
     total = int(round(cfg.epochs * steps_per_epoch))

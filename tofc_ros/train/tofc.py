@@ -188,7 +188,9 @@ class TofcTrainer:
             from tofc_ros.codec.weights import load_model
 
             init = load_model(cfg.codec_init)
-            params = {k: v for k, v in init.state_dict().items() if k in dict(self.codec.named_parameters())}
+            own = dict(self.codec.named_parameters())
+            # Only tensors of the same shape (an init from a codec with another n_e keeps just what fits).
+            params = {k: v for k, v in init.state_dict().items() if k in own and own[k].shape == v.shape}
             self.codec.load_state_dict(params, strict=False)
         # Parameter groups: main (LoRA, projector, codec nets) and aux (z-density quantiles), disjoint.
         aux = [p for n, p in self.codec.named_parameters() if n.endswith("quantiles")]
@@ -198,9 +200,9 @@ class TofcTrainer:
         main_ids = {id(p) for p in codec_main + model_params}
         if main_ids & aux_ids:
             raise RuntimeError("main and auxiliary parameter sets overlap")
-        self.opt = torch.optim.AdamW([{"params": model_params, "lr": cfg.lr, "base_lr": cfg.lr},
-                                      {"params": codec_main, "lr": cfg.codec_lr, "base_lr": cfg.codec_lr}],
-                                     weight_decay=cfg.weight_decay)
+        groups = [{"params": model_params, "lr": cfg.lr, "base_lr": cfg.lr},
+                  {"params": codec_main, "lr": cfg.codec_lr, "base_lr": cfg.codec_lr}]
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
         self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.model_params, self.codec_main, self.aux_params = model_params, codec_main, aux
         self.pixels = PixelPath(self.llava.device_half)
