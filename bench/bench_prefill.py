@@ -111,9 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiles", type=int, default=10)
     parser.add_argument("--merged-per-tile", type=int, default=16)
     parser.add_argument("--full-per-tile", type=int, default=729)
-    parser.add_argument("--prompt-tokens", type=int, default=24, help="text tokens around the image (chat template + question)")
+    parser.add_argument("--prompt-tokens", type=int, default=24,
+                        help="text tokens around the image (chat template + question)")
     parser.add_argument("--repeats", type=int, default=5, help="timed merged prefills (after one warm-up)")
-    parser.add_argument("--full-repeats", type=int, default=2, help="timed full prefills (the merged warm-up covers them)")
+    parser.add_argument("--full-repeats", type=int, default=2,
+                        help="timed full prefills (the merged warm-up covers them)")
     parser.add_argument("--gen-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="cpu")
@@ -139,7 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
     time_prefill(model, n_merged, 1, device, dtype)  # warm-up
     merged = time_prefill(model, n_merged, args.repeats, device, dtype)
     full = time_prefill(model, n_full, args.full_repeats, device, dtype)
-    tok_s, tok_cpu_s = time_decode(model, n_merged, args.gen_tokens, device, dtype)
+    # Best of two: on a shared machine other jobs only ever slow a run down.
+    decode = [time_decode(model, n_merged, args.gen_tokens, device, dtype) for _ in range(2)]
+    tok_s, tok_cpu_s = max(d[0] for d in decode), max(d[1] for d in decode)
+    best = {name: min(t.wall for t in timers) for name, timers in (("merged", merged), ("full", full))}
     med = {name: {kind: statistics.median(getattr(t, kind) for t in timers) for kind in ("wall", "cpu")}
            for name, timers in (("merged", merged), ("full", full))}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -160,7 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
         "full_prefill_cpu_s": round(med["full"]["cpu"], 2),
         "merged_prefill_all_s": [round(t.wall, 3) for t in merged],
         "full_prefill_all_s": [round(t.wall, 2) for t in full],
+        "merged_prefill_min_s": round(best["merged"], 3),
+        "full_prefill_min_s": round(best["full"], 2),
         "speedup": round(med["full"]["wall"] / med["merged"]["wall"], 1),
+        "speedup_min": round(best["full"] / best["merged"], 1),
         "speedup_cpu_time": round(med["full"]["cpu"] / med["merged"]["cpu"], 1),
         "decode_tokens_per_s": round(tok_s, 2),
         "decode_tokens_per_cpu_s": round(tok_cpu_s, 2),
@@ -175,8 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['merged_prefill_s']:.3f} s | {result['merged_prefill_cpu_s']:.3f} s |")
     print(f"| full ({args.tiles}×{args.full_per_tile} + {args.prompt_tokens}) | {n_full} | "
           f"{result['full_prefill_s']:.2f} s | {result['full_prefill_cpu_s']:.2f} s |")
-    print(f"speedup (full / merged prefill): {result['speedup']}× wall, {result['speedup_cpu_time']}× CPU time")
-    print(f"decode after the merged prompt ({args.gen_tokens} greedy tokens): {result['decode_tokens_per_s']} tokens/s "
+    print(f"speedup (full / merged prefill): {result['speedup']}× wall (medians), {result['speedup_min']}× wall (best "
+          f"runs: {result['full_prefill_min_s']:.2f} s / {result['merged_prefill_min_s']:.3f} s), "
+          f"{result['speedup_cpu_time']}× CPU time")
+    print(f"decode after the merged prompt ({args.gen_tokens} greedy tokens, best of 2): "
+          f"{result['decode_tokens_per_s']} tokens/s "
           f"wall; {result['decode_tokens_per_cpu_s']} tokens per CPU-second (× {torch.get_num_threads()} threads ≈ "
           f"{result['decode_tokens_per_cpu_s'] * torch.get_num_threads():.2f} tokens/s with the cores to itself)")
     print(f"1-min load average at the end: {result['load_average_1min_at_end']}")

@@ -123,7 +123,8 @@ def test_split_greedy_generation_matches_reference(kind, halves, references):
             do_sample=False,
             **ref_kwargs,
         )[0, inputs.input_ids.shape[0] :]
-    result = server_half.generate(vf.features, vf.grid, vf.image_size, QUESTION, GenerationOptions(max_new_tokens=n_new))
+    opts = GenerationOptions(max_new_tokens=n_new)
+    result = server_half.generate(vf.features, vf.grid, vf.image_size, QUESTION, opts)
     assert 1 <= result.token_ids.shape[0] <= n_new
     assert result.token_ids.tolist() == ref_out.tolist()
     ref_text = server_half.tokenizer.decode(ref_out, skip_special_tokens=True).strip()

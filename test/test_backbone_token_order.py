@@ -84,7 +84,8 @@ def test_full_packing_matches_transformers_pack_image_features(size):
     model, _, _ = build_tiny_model("onevision", seed=0)
     spec = BackboneSpec.from_config(model.config)
     grid = spec.tile_grid(size)
-    tiles = torch.randn(spec.num_tiles(grid), spec.tokens_per_tile, spec.text_dim, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    tiles = torch.randn(spec.num_tiles(grid), spec.tokens_per_tile, spec.text_dim, generator=gen)
     with torch.no_grad():
         ref, lens = model.model.pack_image_features(
             [tiles], torch.tensor([size]), image_newline=model.model.image_newline,

@@ -94,7 +94,8 @@ def resolve_model_dir(model: str | os.PathLike, allow_network: bool = False) -> 
         )
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(model), allow_patterns=["*.json", "*.jinja", "*.safetensors", "*.txt", "*.model"]))
+    patterns = ["*.json", "*.jinja", "*.safetensors", "*.txt", "*.model"]  # never the pickled *.bin weights
+    return Path(snapshot_download(str(model), allow_patterns=patterns))
 
 
 def load_config(model_dir: Path):
@@ -104,7 +105,9 @@ def load_config(model_dir: Path):
     with open(model_dir / "config.json", encoding="utf-8") as f:
         model_type = json.load(f).get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"{model_dir}: unsupported model_type {model_type!r}; expected {sorted(SUPPORTED_MODEL_TYPES)}")
+        raise ValueError(
+            f"{model_dir}: unsupported model_type {model_type!r}; expected {sorted(SUPPORTED_MODEL_TYPES)}"
+        )
     return AutoConfig.from_pretrained(model_dir, local_files_only=True)
 
 

@@ -168,7 +168,12 @@ def tiny_config(kind: TinyKind, vocab_size: int):
     )
     if kind == "onevision":
         vision = SiglipVisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=384, patch_size=14
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=384,
+            patch_size=14,
         )
         text = Qwen2Config(
             **text_kwargs,
