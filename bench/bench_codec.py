@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-           "merge": bench_merge(args.reps), "latency": bench_latency(args.reps), "entropy": bench_entropy(args.fit_steps)}
+           "merge": bench_merge(args.reps), "latency": bench_latency(args.reps),
+           "entropy": bench_entropy(args.fit_steps)}
     if not args.skip_siglip:
         res["siglip"] = bench_siglip(args.vit_reps)
 

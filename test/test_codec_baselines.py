@@ -57,9 +57,9 @@ def test_zstd_smaller_than_raw_on_redundant_data():
     assert len(load_codec("fp16-zstd/1").encode(x)) < len(load_codec("fp16/1").encode(x)) / 10
 
 
-@pytest.mark.parametrize("bad,exc", [(torch.randn(4, 4), ValueError), (torch.ones(1, 2, 2, dtype=torch.int64), TypeError),
-                                     (torch.full((1, 1, 2), float("nan")), ValueError),
-                                     (torch.full((1, 1, 2), 1e6), ValueError)])
+@pytest.mark.parametrize("bad,exc", [
+    (torch.randn(4, 4), ValueError), (torch.ones(1, 2, 2, dtype=torch.int64), TypeError),
+    (torch.full((1, 1, 2), float("nan")), ValueError), (torch.full((1, 1, 2), 1e6), ValueError)])
 def test_feature_input_validation(bad, exc):
     with pytest.raises(exc):
         load_codec("fp16/1").encode(bad)

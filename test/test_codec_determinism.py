@@ -5,7 +5,6 @@ the thread count; the codec's router, h_a and h_s are exact integer networks, so
 must be identical everywhere. Full feature width (d=1152) so the matmuls really are split across threads.
 """
 
-import hashlib
 import json
 import pathlib
 import subprocess

@@ -121,8 +121,8 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # stable: ties -> lower index first
     centres = order[:, :n_c].sort(dim=-1).values  # [T, C], ascending feature index
 
-    # Nearest centre. Distances to the centres from a small [N, C] matmul (|x_i|^2 is constant per row and dropped: argmin is
-    # unchanged). argmin returns the first minimum, i.e. the centre with the lower feature index.
+    # Nearest centre. Distances to the centres come from a small [N, C] matmul (|x_i|^2 is constant per row and
+    # dropped: argmin is unchanged). argmin returns the first minimum: the centre with the lower feature index.
     x_c = torch.gather(x, 1, centres.unsqueeze(2).expand(t, n_c, d))  # [T, C, D]
     sq_c = torch.gather(sq, 1, centres)  # [T, C]
     assignment = torch.baddbmm(sq_c.unsqueeze(1), x, x_c.transpose(1, 2), alpha=-2.0).argmin(-1)  # [T, N]
