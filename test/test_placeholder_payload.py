@@ -19,7 +19,7 @@ def test_round_trip_is_exact():
 @pytest.mark.parametrize("mutate, fragment", [
     (lambda b: b[:5], "shorter"),
     (lambda b: b"XXXX" + b[4:], "magic"),
-    (lambda b: b[:-3], "corrupt|decoded"),
+    (lambda b: b[:-3], "zstd"),
     (lambda b: b[:4] + struct.pack("<II", 100_000, 100_000) + b[12:], "outside"),
     (lambda b: b[:4] + struct.pack("<II", 3, 3) + b[12:], "declares"),
     (lambda b: b[:12] + b"\0\0\0\0" + b[16:], "CRC32"),

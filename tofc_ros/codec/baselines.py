@@ -24,6 +24,8 @@ import zstandard
 from PIL import Image
 from torch import Tensor
 
+from tofc_ros.zstd_frames import decompress_exact
+
 from .bitstream import MAX_IMAGE_SIDE, LimitError, MalformedPayloadError, check_feature_shape, pack
 from .registry import Codec, register_codec
 
@@ -56,19 +58,7 @@ def _from_fp16_bytes(data: bytes, shape) -> Tensor:
 
 
 def _zstd_decompress(data: bytes, expected: int) -> bytes:
-    try:
-        declared = zstandard.frame_content_size(data)
-    except zstandard.ZstdError as exc:
-        raise MalformedPayloadError(f"bad zstd frame: {exc}") from None
-    if declared != expected:  # never let the frame header choose the allocation size
-        raise MalformedPayloadError(f"zstd frame declares {declared} bytes, shape needs {expected}")
-    try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
-    except zstandard.ZstdError as exc:
-        raise MalformedPayloadError(f"zstd decompression failed: {exc}") from None
-    if len(out) != expected:
-        raise MalformedPayloadError(f"zstd produced {len(out)} bytes, expected {expected}")
-    return out
+    return decompress_exact(data, expected, MalformedPayloadError)
 
 
 def _check_level(level: int) -> int:

@@ -15,6 +15,8 @@ import zlib
 import numpy as np
 import zstandard
 
+from tofc_ros.zstd_frames import decompress_exact
+
 FORMAT = "placeholder-zstd-rgb8/1"
 MAGIC = b"TPX1"
 _HEADER = struct.Struct("<4sIII")
@@ -43,20 +45,7 @@ def decode(payload: bytes, max_pixels: int) -> np.ndarray:
     if height == 0 or width == 0 or height * width > max_pixels:
         raise PlaceholderPayloadError(f"image size {width}x{height} outside 1..{max_pixels} pixels")
     expected = height * width * 3
-    frame = payload[_HEADER.size:]
-    try:
-        # A frame header may declare any content size: refuse a wrong one before zstd allocates for it.
-        declared = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError as exc:
-        raise PlaceholderPayloadError(f"zstd frame header is corrupt: {exc}") from exc
-    if declared not in (-1, expected):
-        raise PlaceholderPayloadError(f"zstd frame declares {declared} B, expected {expected} B for {width}x{height}")
-    try:
-        pixels = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected)
-    except zstandard.ZstdError as exc:
-        raise PlaceholderPayloadError(f"zstd frame is corrupt: {exc}") from exc
-    if len(pixels) != expected:
-        raise PlaceholderPayloadError(f"decoded {len(pixels)} B, expected {expected} B for {width}x{height}")
+    pixels = decompress_exact(payload[_HEADER.size:], expected, PlaceholderPayloadError)
     if zlib.crc32(pixels) != crc:
         raise PlaceholderPayloadError("pixel CRC32 mismatch")
     return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3)
