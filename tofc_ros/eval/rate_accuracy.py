@@ -247,11 +247,19 @@ def build_points(args) -> list[Point]:
 
 
 def run(points: list[Point], limit: int | None, out_dir: Path, progress: bool = True,
-        title: str = "easy-vqa test") -> dict:
-    """Evaluate the points and write results.json, table.md and rate_accuracy.png."""
+        title: str = "easy-vqa test", include: list[Path] = ()) -> dict:
+    """Evaluate the points and write results.json, table.md and rate_accuracy.png.
+
+    ``include``: earlier output directories whose results (same split and limit) join this table and plot.
+    """
     items = load_split("test", limit)
     models = _Models()
     results = []
+    for prev in include:
+        old = json.loads((Path(prev) / "results.json").read_text(encoding="utf-8"))
+        if old["limit"] != limit:
+            raise ValueError(f"{prev} was measured with limit {old['limit']}, not {limit}")
+        results += [PointResult(**r) for r in old["results"]]
     t0 = time.perf_counter()
     for p in points:
         r = evaluate_point(p, items, models, progress=progress)
@@ -296,11 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N test questions (image-major)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="bench/results/rate_accuracy")
+    ap.add_argument("--include", action="append", default=[], help="add the results of an earlier --out directory")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    data = run(build_points(args), args.limit, Path(args.out), progress=not args.no_progress)
+    data = run(build_points(args), args.limit, Path(args.out), progress=not args.no_progress,
+               include=[Path(p) for p in args.include])
     print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
     print(json.dumps(data["comparisons"], indent=2))
     return 0
