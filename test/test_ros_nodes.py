@@ -69,8 +69,10 @@ def _overrides(**values):
 
 @pytest.fixture
 def graph(ros):
-    device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_overrides(max_rate_hz=50.0)))
-    server = ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(default_timeout_s=3.0)))
+    device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_overrides(
+        max_rate_hz=50.0, codec="placeholder-zstd")))
+    server = ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(
+        default_timeout_s=3.0, answerer="placeholder")))
     client = Client(ros)
     wait_for(lambda: device._subs['front'].get_publisher_count() > 0 and client.questions.get_subscription_count() > 0)
     return device, server, client

@@ -152,7 +152,7 @@ class DeviceConfig(_Validated):
                                "is encoded)", low=0.01, high=240.0)
     frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
     codec: str = param(
-        "placeholder-zstd",
+        "tofc",
         "Payload: 'tofc' (learned codec, codec_path), feature baselines 'fp16', 'fp16-zstd', 'quant-zstd', image "
         "baselines 'jpeg', 'webp' (the server runs the vision tower), or 'placeholder-zstd' (zstd pixels, no model)",
         choices=_CODECS,
@@ -187,7 +187,7 @@ class ServerConfig(_Validated):
 
     default_camera: str = param("front", "Camera used when a question leaves `camera` empty")
     answerer: str = param(
-        "placeholder", "'model': decode and answer with the LLaVA server half; 'placeholder': describe "
+        "model", "'model': decode and answer with the LLaVA server half; 'placeholder': describe "
         "placeholder-zstd frames without any model", choices=("model", "placeholder"))
     model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
                             "the vision tower is loaded only with load_vision")

@@ -88,7 +88,7 @@ class DeviceNode(Node):
             self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
 
     def _run(self) -> None:
-        while rclpy.ok(context=self.context):
+        while not self._store.closed and rclpy.ok(context=self.context):
             work = self._store.take(timeout=0.5)
             if work is not None:
                 self._encode_and_publish(*work)
@@ -120,7 +120,9 @@ class DeviceNode(Node):
         self.counters.add("bytes_published", len(encoded.payload))
 
     def destroy_node(self) -> None:
+        # Let an encode in progress finish: a daemon thread killed inside torch at exit aborts the process.
         self._store.close()
+        self._worker.join(timeout=30)
         super().destroy_node()
 
 

@@ -73,6 +73,7 @@ class ServerNode(Node):
             FrameCache(cfg.cache_size, cfg.max_cameras), cfg.queue_size, int(cfg.stamp_tolerance_s * 1e9))
         self._jobs: queue.Queue = queue.Queue()  # bounded through Pairing.ask(in_flight=...)
         self._in_flight = 0
+        self._stopping = False
         self._in_flight_lock = threading.Lock()
         self.counters = Counters("features_received", "features_refused", "questions", "answers_ok",
                                  "no_frame", "timeout", "decode_error", "model_mismatch", "busy", "bad_request",
@@ -164,7 +165,11 @@ class ServerNode(Node):
                 return
             request, frame = job
             try:
-                self._answer(request, frame)
+                if self._stopping:
+                    if rclpy.ok(context=self.context):  # after a signal the context is already down
+                        self._publish(request, "TIMEOUT", frame=frame, error="server shutting down")
+                else:
+                    self._answer(request, frame)
             finally:
                 with self._in_flight_lock:
                     self._in_flight -= 1
@@ -221,7 +226,11 @@ class ServerNode(Node):
         self._answers.publish(msg)
 
     def destroy_node(self) -> None:
+        # The worker finishes the answer in progress (a thread killed inside torch at exit aborts the process);
+        # questions still queued behind it are answered TIMEOUT by it once it sees the context is down.
+        self._stopping = True
         self._jobs.put(None)
+        self._worker.join(timeout=60)
         for waiting in self._pairing.drain():
             if rclpy.ok(context=self.context):
                 self._publish(waiting.request, "TIMEOUT", error="server shutting down")

@@ -77,6 +77,10 @@ class FrameStore:
                 self._cond.wait(min(remaining, self._soonest_start()))
             return None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
