@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tofc_ros"
-PURE = ["codec", "backbones", "pipeline", "train", "launcher", "config.py"]
+PURE = ["codec", "backbones", "pipeline", "train", "eval", "launcher", "config.py", "resources.py", "zstd_frames.py"]
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "tofc_msgs", "diagnostic_msgs")
 
 
