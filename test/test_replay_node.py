@@ -28,8 +28,12 @@ def _params(**values):
 
 
 def _replay(ros, ns, bag, out, **params):
-    device = DeviceNode(context=ros.context, namespace=ns, parameter_overrides=_params(max_rate_hz=50.0))
-    server = ServerNode(context=ros.context, namespace=ns, parameter_overrides=_params(default_timeout_s=3.0))
+    # Replay mechanics are under test here, in one process with the replay node: the placeholder codec keeps the
+    # vision tower from holding the GIL while the replay's timing is measured (the launch test runs the model).
+    device = DeviceNode(context=ros.context, namespace=ns, parameter_overrides=_params(
+        max_rate_hz=50.0, codec="placeholder-zstd"))
+    server = ServerNode(context=ros.context, namespace=ns, parameter_overrides=_params(
+        default_timeout_s=3.0, answerer="placeholder"))
     ros.add(device)
     ros.add(server)
     replay = ros.add(ReplayNode(context=ros.context, namespace=ns, parameter_overrides=_params(
