@@ -78,7 +78,10 @@ def test_timed_mode_follows_the_recorded_timing_scaled_by_rate(ros, tmp_path):
     _, report = _replay(ros, f"t_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="timed", rate=2.0)
     asked = [r["asked_s"] for r in report["questions"]]
     expected = [(0.05 + 0.25 * i) / 2.0 for i in range(4)]
-    assert all(abs(a - e) < 0.15 for a, e in zip(asked, expected)), (asked, expected)
+    # Never early; typically on time; a late straggler is tolerated (a GC pause or a busy core in this big test
+    # process), but playing at the recorded rate (0.05, 0.3, 0.55, 0.8 s) would fail the median.
+    errors = sorted(a - e for a, e in zip(asked, expected))
+    assert errors[0] > -0.02 and errors[len(errors) // 2] < 0.1 and errors[-1] < 0.6, (asked, expected)
     assert report["summary"]["answered"] == n == 4
 
 
