@@ -58,7 +58,7 @@ def test_lambda_r_is_the_codec_rate(tiny_dir, tmp_path):
         out = tr.codec(merged, temperature=2.0)
     assert float(terms["R"].detach()) == pytest.approx(float(out["bits"].detach().sum()), rel=1e-5)
     expected = terms["D"] + 0.01 * terms["R"] + 0.5 * terms["balance"]
-    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(terms["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 def test_steps_reduce_the_loss_and_resume_is_exact(tiny_dir, tmp_path):
