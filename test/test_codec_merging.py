@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tofc_ros.codec.merging import dpc_knn_merge
+from tofc_ros.codec.merging import _pairwise_sq_dists, _symmetric_gram, dpc_knn_merge
 
 
 def paper_dpc_knn(x, n_c, k=5):
@@ -112,6 +112,73 @@ def test_deterministic_repeat():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+def dense_delta_merge(x, n_c, k=5):
+    """The straightforward vectorised DPC-KNN on the same distances: delta from a full N x N "denser" mask.
+
+    dpc_knn_merge finds delta from the K+1 nearest neighbours and scans whole rows only for local density peaks;
+    the two must agree exactly (same d2, min over a subset that provably holds the minimum).
+    """
+    t, n, _ = x.shape
+    d2 = _pairwise_sq_dists(x)
+    m = d2.topk(k + 1, dim=-1, largest=False).values.sum(-1) / k
+    by_density = torch.sort(m, dim=-1, stable=True).indices
+    rank = torch.empty(t, n, dtype=torch.long).scatter_(1, by_density, torch.arange(n).expand(t, n))
+    denser = rank.unsqueeze(1) < rank.unsqueeze(2)  # [t, i, j]: j denser than i
+    delta2 = d2.masked_fill(~denser, float("inf")).amin(-1)
+    densest = by_density[:, :1]
+    delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
+    score = -m + 0.5 * torch.log(delta2)
+    centres = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :n_c].sort(-1).values
+    assignment = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c)).argmin(-1)
+    assignment.scatter_(1, centres, torch.arange(n_c).expand(t, n_c))
+    merged = torch.stack([torch.stack([x[b][assignment[b] == c].mean(0) for c in range(n_c)]) for b in range(t)])
+    return centres, assignment, merged
+
+
+@pytest.mark.parametrize("shape,clusters,n_c", [
+    ((1, 729, 1152), None, 16), ((2, 576, 1024), None, 64),
+    ((1, 729, 1152), 60, 16), ((3, 200, 8), 25, 7), ((2, 300, 3), 150, 1), ((4, 64, 2), 4, 32),
+])
+def test_knn_delta_shortcut_equals_dense_mask(shape, clusters, n_c):
+    g = torch.Generator().manual_seed(sum(shape) + n_c)
+    x = torch.randn(*shape, generator=g)
+    if clusters:  # tight clusters: many local density peaks take the full-row path
+        x = x[:, torch.randint(0, clusters, (shape[1],), generator=g)] + 0.01 * torch.randn(*shape, generator=g)
+    res = dpc_knn_merge(x, n_c)
+    centres, assignment, merged = dense_delta_merge(x, n_c)
+    assert torch.equal(res.centres, centres)
+    assert torch.equal(res.assignment, assignment)
+    torch.testing.assert_close(res.merged, merged)
+
+
+@pytest.mark.parametrize("shape,block,dtype", [
+    ((1, 729, 64), 128, torch.float32), ((3, 300, 16), 128, torch.float32), ((2, 11, 5), 3, torch.float64),
+    ((1, 5, 4), 1, torch.float32), ((2, 9, 4), 9, torch.float32),
+])
+def test_symmetric_gram(shape, block, dtype):
+    x = torch.randn(*shape, dtype=dtype)
+    gram = _symmetric_gram(x, block)
+    assert torch.equal(gram, gram.transpose(1, 2))  # by construction, whatever the BLAS
+    torch.testing.assert_close(gram, x @ x.transpose(1, 2))
+    upper = torch.ones(shape[1], shape[1], dtype=torch.bool).triu()
+    blocks = torch.arange(shape[1]) // block
+    computed = blocks.unsqueeze(1) <= blocks.unsqueeze(0)  # the upper block triangle is computed, not mirrored
+    assert torch.equal(computed & upper, upper)
+
+
+@pytest.mark.parametrize("shape", [(1, 729, 1152), (2, 200, 7), (3, 4, 1)])
+def test_pairwise_sq_dists_one_pass_equals_two_step(shape):
+    x = torch.randn(*shape)
+    d2 = _pairwise_sq_dists(x)
+    gram = _symmetric_gram(x)
+    sq = gram.diagonal(dim1=1, dim2=2)
+    two_step = (sq.unsqueeze(2) + sq.unsqueeze(1)).sub_(2 * gram).clamp_min_(0.0)
+    assert torch.equal(d2, two_step)  # the K=2 matmul form is exactly round(round(sq_i + sq_j) - 2 G)
+    assert torch.equal(d2, d2.transpose(1, 2))
+    assert not d2.diagonal(dim1=1, dim2=2).any()  # self-distance exactly 0
+    torch.testing.assert_close(d2, torch.cdist(x, x) ** 2, atol=2e-3 * shape[2], rtol=1e-4)
+
+
 @pytest.mark.parametrize("bad,n_c,k,exc,match", [
     (torch.randn(5, 4), 2, 1, ValueError, r"shape \[T, N, D\].*\(5, 4\)"),
     (torch.randn(1, 5, 4), 0, 1, ValueError, "n_c"),
@@ -120,6 +187,8 @@ def test_deterministic_repeat():
     (torch.randn(1, 1, 4), 1, 1, ValueError, "N >= 2"),
     (torch.ones(1, 5, 4, dtype=torch.int64), 2, 1, TypeError, "float32"),
     (torch.full((1, 5, 4), float("nan")), 2, 1, ValueError, "NaN"),
+    (torch.tensor([[[0.0], [float("inf")], [1.0]]]), 2, 1, ValueError, "NaN/Inf"),
+    (torch.tensor([[[1e19], [-1e19], [0.0]]]), 2, 1, ValueError, "too large"),  # |x|^2 fits, d2 would overflow
     ([[1.0]], 1, 1, TypeError, "torch.Tensor"),
 ])
 def test_validation(bad, n_c, k, exc, match):
