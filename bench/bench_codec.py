@@ -52,9 +52,13 @@ def bench_merge(reps: int) -> dict:
         torch.bmm(x, x.transpose(1, 2))
         gram.append(time.perf_counter() - t)
     m, g = statistics.median(merge) * 1e3, statistics.median(gram) * 1e3
+    # This VM's speed drifts by up to 2x between seconds (other tenants); a ratio per interleaved pair cancels the
+    # drift that the two medians above only average out. Both are reported.
+    paired = statistics.median(a / b for a, b in zip(merge, gram))
     x2 = torch.randn(1, 576, 1024)
     m2 = _median_ms(lambda: dpc_knn_merge(x2, 16), reps)
-    return {"merge_729x1152_ms": m, "gram_729x1152_ms": g, "merge_over_gram": m / g, "merge_576x1024_ms": m2}
+    return {"merge_729x1152_ms": m, "gram_729x1152_ms": g, "merge_over_gram": m / g,
+            "merge_over_gram_paired_median": paired, "merge_576x1024_ms": m2}
 
 
 def _model(d: int, seed: int = 0) -> SelectiveEntropyModel:
@@ -152,7 +156,8 @@ def main(argv=None) -> int:
     print("| metric | value | target |\n|---|---|---|")
     print(f"| DPC-KNN 729x1152 (K=5, n_c=16) | {m['merge_729x1152_ms']:.2f} ms | |")
     print(f"| Gram matmul 729x1152 | {m['gram_729x1152_ms']:.2f} ms | |")
-    print(f"| DPC-KNN / Gram | {m['merge_over_gram']:.2f}x | <= 1.5x |")
+    print(f"| DPC-KNN / Gram (ratio of medians) | {m['merge_over_gram']:.2f}x | <= 1.5x |")
+    print(f"| DPC-KNN / Gram (median of paired ratios) | {m['merge_over_gram_paired_median']:.2f}x | <= 1.5x |")
     print(f"| DPC-KNN 576x1024 (n_c=16) | {m['merge_576x1024_ms']:.2f} ms | |")
     print(f"| rANS bytes / model entropy (z+y), 10x16x1152, fitted {e['fit_steps']} steps | "
           f"{e['rans_over_entropy']:.4f} ({100 * (e['rans_over_entropy'] - 1):+.2f} %) | <= +0.5 % |")

@@ -119,7 +119,7 @@ def dense_delta_merge(x, n_c, k=5):
     the two must agree exactly (same d2, min over a subset that provably holds the minimum).
     """
     t, n, _ = x.shape
-    d2 = _pairwise_sq_dists(x)
+    d2 = _pairwise_sq_dists(x).clamp_min(0.0)
     m = d2.topk(k + 1, dim=-1, largest=False).values.sum(-1) / k
     by_density = torch.sort(m, dim=-1, stable=True).indices
     rank = torch.empty(t, n, dtype=torch.long).scatter_(1, by_density, torch.arange(n).expand(t, n))
@@ -151,6 +151,19 @@ def test_knn_delta_shortcut_equals_dense_mask(shape, clusters, n_c):
     torch.testing.assert_close(res.merged, merged)
 
 
+def test_negative_rounding_in_distances_is_clamped_like_the_dense_reference():
+    # Duplicated features far from the origin: (|a|^2 + |b|^2) - 2 a.b cancels catastrophically and many distances
+    # come out slightly negative; every value the merge reads must behave as if the matrix were clamped at 0.
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 300, 64, generator=g) * 0.01 + 30)[:, torch.randint(0, 40, (300,), generator=g)]
+    assert bool((_pairwise_sq_dists(x) < 0).any())
+    for n_c in (1, 16, 40, 64):
+        res = dpc_knn_merge(x, n_c)
+        centres, assignment, merged = dense_delta_merge(x, n_c)
+        assert torch.equal(res.centres, centres) and torch.equal(res.assignment, assignment)
+        torch.testing.assert_close(res.merged, merged)
+
+
 @pytest.mark.parametrize("shape,block,dtype", [
     ((1, 729, 64), 128, torch.float32), ((3, 300, 16), 128, torch.float32), ((2, 11, 5), 3, torch.float64),
     ((1, 5, 4), 1, torch.float32), ((2, 9, 4), 9, torch.float32),
@@ -172,11 +185,11 @@ def test_pairwise_sq_dists_one_pass_equals_two_step(shape):
     d2 = _pairwise_sq_dists(x)
     gram = _symmetric_gram(x)
     sq = gram.diagonal(dim1=1, dim2=2)
-    two_step = (sq.unsqueeze(2) + sq.unsqueeze(1)).sub_(2 * gram).clamp_min_(0.0)
+    two_step = (sq.unsqueeze(2) + sq.unsqueeze(1)).sub_(2 * gram)
     assert torch.equal(d2, two_step)  # the K=2 matmul form is exactly round(round(sq_i + sq_j) - 2 G)
     assert torch.equal(d2, d2.transpose(1, 2))
     assert not d2.diagonal(dim1=1, dim2=2).any()  # self-distance exactly 0
-    torch.testing.assert_close(d2, torch.cdist(x, x) ** 2, atol=2e-3 * shape[2], rtol=1e-4)
+    torch.testing.assert_close(d2.clamp_min(0.0), torch.cdist(x, x) ** 2, atol=2e-3 * shape[2], rtol=1e-4)
 
 
 @pytest.mark.parametrize("bad,n_c,k,exc,match", [

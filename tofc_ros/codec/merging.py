@@ -99,6 +99,9 @@ def _pairwise_sq_dists(x: Tensor) -> Tensor:
     The outer sum is a K=2 matmul [sq_i, 1] . [1, sq_j] accumulated onto beta * G with beta = -2: one pass over the
     N x N matrix instead of three. The products by 1 and the scaling by -2 are exact, so the result is
     round(round(sq_i + sq_j) - 2 G_ij), equal to the two-step form (checked in test_codec_merging.py).
+
+    Not clamped: near-duplicates can come out as tiny negatives. Clamping is monotone, so callers clamp only the
+    few values they read (order statistics and minima of the clamped matrix are the clamped ones of this one).
     """
     gram = _symmetric_gram(x)  # [T, N, N]
     sq = gram.diagonal(dim1=1, dim2=2).contiguous()  # [T, N] (a strided view would make the stacks slow)
@@ -107,7 +110,7 @@ def _pairwise_sq_dists(x: Tensor) -> Tensor:
     if not bool(torch.isfinite(sq.amax() * 4)):
         raise ValueError(f"x of shape {tuple(x.shape)} contains NaN/Inf or values too large for {x.dtype}")
     ones = torch.ones_like(sq)
-    return gram.baddbmm_(torch.stack([sq, ones], 2), torch.stack([ones, sq], 1), beta=-2.0).clamp_min_(0.0)
+    return gram.baddbmm_(torch.stack([sq, ones], 2), torch.stack([ones, sq], 1), beta=-2.0)
 
 
 @torch.no_grad()
@@ -134,11 +137,12 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     t, n, d = x.shape
     idx = torch.arange(n, device=x.device)
 
-    d2 = _pairwise_sq_dists(x)  # [T, N, N]
+    d2 = _pairwise_sq_dists(x)  # [T, N, N], unclamped: every value read from it is clamped at 0 below
 
     # Local density: rho = exp(-mean of the K smallest non-self squared distances). Work with m = -log(rho).
     # Self is always among the K+1 smallest, so their sum equals the sum of the K smallest non-self distances.
     knn_d2, knn = d2.topk(k + 1, dim=-1, largest=False)  # [T, N, K+1] ascending: equal multisets, equal sums
+    knn_d2.clamp_min_(0.0)
     m = knn_d2.sum(-1) / k  # [T, N]; lower m = higher rho
 
     # Density rank under the strict order (rho descending, then lower index): stable sort of m ascending.
@@ -161,15 +165,16 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
         rows.masked_fill_(rank[pt] >= rank[pt, pi].unsqueeze(1), float("inf"))  # keep only denser features
         delta2[pt, pi] = rows.amin(-1)
     delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
+    delta2.clamp_min_(0.0)
 
     # log(rho * delta) = -m + 0.5 * log(delta^2); log(0) = -inf is fine (duplicates rank last, then by index).
-    score = -m + 0.5 * torch.log(delta2)
+    score = torch.log(delta2).mul_(0.5).sub_(m)
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # stable: ties -> lower index first
     centres = order[:, :n_c].sort(dim=-1).values  # [T, C], ascending feature index
 
     # Nearest centre, from the same distances that chose the centres (columns of d2; no second matmul).
     # argmin returns the first minimum: the centre with the lower feature index.
-    assignment = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c)).argmin(-1)  # [T, N]
+    assignment = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c)).clamp_min_(0.0).argmin(-1)  # [T, N]
     del d2
     # A centre always belongs to its own cluster (matters only for duplicated centres).
     assignment.scatter_(1, centres, torch.arange(n_c, device=x.device).expand(t, n_c))
