@@ -12,6 +12,7 @@ import uuid
 import numpy as np
 import rclpy
 import rclpy.executors
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -113,8 +114,11 @@ def main(args=None) -> int:
     node = None
     try:
         node = DemoClient()
+        # One executor for the whole run: rclpy.spin_once(node) adds and removes the node on every call.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
+            executor.spin_once(timeout_sec=0.1)
     except ParameterError as exc:
         rclpy.logging.get_logger("demo_client").fatal(f"bad parameter: {exc}")
         return EXIT_BAD_PARAMETER

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
+from rclpy.executors import SingleThreadedExecutor
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -284,8 +285,11 @@ def main(args=None) -> int:
     node = None
     try:
         node = ReplayNode()
+        # One executor for the whole run: rclpy.spin_once(node) adds and removes the node on every call.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            executor.spin_once(timeout_sec=0.05)
     except ParameterError as exc:
         rclpy.logging.get_logger("replay_node").fatal(f"cannot replay: {exc}")
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
