@@ -1,0 +1,103 @@
+"""Linear probes on a trained model's vision features: is the shape of the easy-vqa object in them at all?
+
+Diagnoses where the bundled model's shape errors come from (issue 6). The language model can only answer what the
+vision features carry, so a linear classifier for the object's shape (circle / rectangle / triangle) is trained on
+features pooled over the 729 tokens of the image's tile (mean; mean + max + min) of training images and scored on test
+images. Colour is probed the same way as a control. Chance is ~33 % for shapes.
+
+    .venv/bin/python bench/probe_vision_shape.py --model models/easyvqa-tiny-ov-base --out /tmp/probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tofc_ros.eval.easyvqa import VQAImage, load_split
+from tofc_ros.train.common import PixelPath, set_threads
+from tofc_ros.train.llava import TrainableLlava
+from tofc_ros.train.pretrain import vision_batch
+
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def object_labels(item: VQAImage, words: tuple[str, ...]) -> int | None:
+    """The index in ``words`` of the image's object (from its answers), or None when no question names it."""
+    for q, a in zip(item.questions, item.answers):
+        if a in words:
+            return words.index(a)
+        tokens = q.rstrip("?").split()
+        for k, word in enumerate(words):  # "does the image contain a rectangle?" -> yes
+            if a == "yes" and word in tokens and "not" not in tokens:
+                return k
+    return None
+
+
+@torch.no_grad()
+def pooled_features(model: TrainableLlava, items: list[VQAImage], batch: int = 16) -> torch.Tensor:
+    """[B, 3d]: mean, max and min over the tokens of each image's first tile."""
+    pixels = PixelPath(model.device_half)
+    out = []
+    for s in tqdm(range(0, len(items), batch), desc="features", leave=False):
+        for feats, _, _ in vision_batch(model, pixels, items[s: s + batch]):
+            f = feats[0].float()
+            out.append(torch.cat([f.mean(0), f.amax(0), f.amin(0)]))
+    return torch.stack(out)
+
+
+def linear_probe(x_train, y_train, x_test, y_test, classes: int, steps: int = 500) -> dict:
+    """Multinomial logistic regression (Adam, full batch, standardised inputs); train and test accuracy."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+    torch.manual_seed(0)
+    head = torch.nn.Linear(x_train.shape[1], classes)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(x_train), y_train).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = lambda x, y: round(float((head(x).argmax(1) == y).float().mean()), 4)  # noqa: E731
+        return {"train": acc(x_train, y_train), "test": acc(x_test, y_test)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="models/easyvqa-tiny-ov-base")
+    ap.add_argument("--train-images", type=int, default=1500)
+    ap.add_argument("--test-images", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    from tofc_ros.eval.easyvqa import answers
+
+    colours = tuple(a for a in answers() if a not in SHAPES + ("yes", "no"))
+    model = TrainableLlava.from_pretrained(args.model)
+    model.model.eval()
+    data = {}
+    for split, n in (("train", args.train_images), ("test", args.test_images)):
+        items = [it for it in load_split(split) if object_labels(it, SHAPES) is not None
+                 and object_labels(it, colours) is not None][:n]
+        data[split] = (pooled_features(model, items),
+                       torch.tensor([object_labels(it, SHAPES) for it in items]),
+                       torch.tensor([object_labels(it, colours) for it in items]))
+    d = data["train"][0].shape[1] // 3
+    result = {"model": args.model, "train_images": len(data["train"][1]), "test_images": len(data["test"][1])}
+    for target, col, classes in (("shape", 1, len(SHAPES)), ("colour", 2, len(colours))):
+        for pool, sl in (("mean", slice(0, d)), ("mean+max+min", slice(None))):
+            result[f"{target}/{pool}"] = linear_probe(data["train"][0][:, sl], data["train"][col],
+                                                      data["test"][0][:, sl], data["test"][col], classes)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
