@@ -76,7 +76,7 @@ def _symmetric_gram(x: Tensor, block: int = 128) -> Tensor:
     """Gram matrices x x^T [T, N, N] from the upper block triangle, mirrored: symmetric bit for bit by construction.
 
     Row block r computes only its columns from r on (a syrk done with gemms): with 128-row blocks a 729-row tile
-    costs ~58 % of the full product's flops, ~15 % less time on this machine (smaller gemms run a little slower).
+    costs ~58 % of the full product's flops but only 7-15 % less time here (smaller gemms run slower per flop).
     """
     t, n, _ = x.shape
     gram = torch.empty(t, n, n, dtype=x.dtype, device=x.device)
