@@ -12,13 +12,12 @@ import uuid
 import numpy as np
 import rclpy
 import rclpy.executors
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from tofc_msgs.msg import Answer, Question
 
-from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER
+from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER, spin_until
 from tofc_ros.nodes.parameters import ParameterError
 
 _STATUS_NAMES = {v: k[len("STATUS_"):] for k, v in vars(Answer).items() if k.startswith("STATUS_")}
@@ -114,11 +113,7 @@ def main(args=None) -> int:
     node = None
     try:
         node = DemoClient()
-        # One executor for the whole run: rclpy.spin_once(node) adds and removes the node on every call.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.done:
-            executor.spin_once(timeout_sec=0.1)
+        spin_until(node, lambda: node.done, 0.1)
     except ParameterError as exc:
         rclpy.logging.get_logger("demo_client").fatal(f"bad parameter: {exc}")
         return EXIT_BAD_PARAMETER

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from tofc_ros.nodes.parameters import ParameterError
@@ -41,3 +41,14 @@ def run_node(factory: Callable[[], Node], name: str, args=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def spin_until(node: Node, done: Callable[[], bool], period_s: float) -> None:
+    """Spin `node` until `done()` or shutdown, checking `done` at least every `period_s` seconds.
+
+    One executor for the whole run: ``rclpy.spin_once(node)`` adds and removes the node on every call.
+    """
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    while rclpy.ok() and not done():
+        executor.spin_once(timeout_sec=period_s)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
-from rclpy.executors import SingleThreadedExecutor
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -39,7 +38,7 @@ from tofc_ros.eval.replay import (BagError, ReplayLog, load_questions_file, mark
 from tofc_ros.eval.replay.bags import BackgroundBagWriter, BagQuestion, Frame
 from tofc_ros.eval.replay.messages import answer_record, features_info, question_cdr
 from tofc_ros.eval.replay.typestore import ANSWER, FEATURES, IMAGE, QUESTION
-from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER
+from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER, spin_until
 from tofc_ros.nodes.parameters import ParameterError
 
 EXIT_UNANSWERED = 1
@@ -285,11 +284,7 @@ def main(args=None) -> int:
     node = None
     try:
         node = ReplayNode()
-        # One executor for the whole run: rclpy.spin_once(node) adds and removes the node on every call.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.finished:
-            executor.spin_once(timeout_sec=0.05)
+        spin_until(node, lambda: node.finished, 0.05)
     except ParameterError as exc:
         rclpy.logging.get_logger("replay_node").fatal(f"cannot replay: {exc}")
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
