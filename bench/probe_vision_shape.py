@@ -18,25 +18,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tofc_ros.eval.easyvqa import VQAImage, load_split
+from tofc_ros.eval.easyvqa import COLOURS, SHAPES, VQAImage, load_split, object_label
 from tofc_ros.train.common import PixelPath, set_threads
 from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.pretrain import vision_batch
-
-SHAPES = ("circle", "rectangle", "triangle")
-
-
-def object_labels(item: VQAImage, words: tuple[str, ...]) -> int | None:
-    """The index in ``words`` of the image's object (from its answers), or None when no question names it."""
-    for q, a in zip(item.questions, item.answers):
-        if a in words:
-            return words.index(a)
-        tokens = q.rstrip("?").split()
-        for k, word in enumerate(words):  # "does the image contain a rectangle?" -> yes
-            if a == "yes" and word in tokens and "not" not in tokens:
-                return k
-    return None
-
 
 @torch.no_grad()
 def pooled_features(model: TrainableLlava, items: list[VQAImage], batch: int = 16) -> torch.Tensor:
@@ -75,21 +60,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    from tofc_ros.eval.easyvqa import answers
 
-    colours = tuple(a for a in answers() if a not in SHAPES + ("yes", "no"))
     model = TrainableLlava.from_pretrained(args.model)
     model.model.eval()
     data = {}
     for split, n in (("train", args.train_images), ("test", args.test_images)):
-        items = [it for it in load_split(split) if object_labels(it, SHAPES) is not None
-                 and object_labels(it, colours) is not None][:n]
+        items = [it for it in load_split(split) if object_label(it, SHAPES) is not None
+                 and object_label(it, COLOURS) is not None][:n]
         data[split] = (pooled_features(model, items),
-                       torch.tensor([object_labels(it, SHAPES) for it in items]),
-                       torch.tensor([object_labels(it, colours) for it in items]))
+                       torch.tensor([object_label(it, SHAPES) for it in items]),
+                       torch.tensor([object_label(it, COLOURS) for it in items]))
     d = data["train"][0].shape[1] // 3
     result = {"model": args.model, "train_images": len(data["train"][1]), "test_images": len(data["test"][1])}
-    for target, col, classes in (("shape", 1, len(SHAPES)), ("colour", 2, len(colours))):
+    for target, col, classes in (("shape", 1, len(SHAPES)), ("colour", 2, len(COLOURS))):
         for pool, sl in (("mean", slice(0, d)), ("mean+max+min", slice(None))):
             result[f"{target}/{pool}"] = linear_probe(data["train"][0][:, sl], data["train"][col],
                                                       data["test"][0][:, sl], data["test"][col], classes)

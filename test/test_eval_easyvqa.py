@@ -45,3 +45,27 @@ def test_images_are_64x64_rgb():
     item = load_split("test", 1)[0]
     rgb = item.rgb()
     assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+
+
+def test_object_labels_read_from_the_answers():
+    from tofc_ros.eval.easyvqa import COLOURS, SHAPES, object_label
+
+    assert set(SHAPES) | set(COLOURS) | {"yes", "no"} == set(answers())
+    train = load_split("train")
+    first = train[0]  # "what is the blue shape? -> rectangle", "what color is the shape? -> blue"
+    assert (SHAPES[object_label(first, SHAPES)], COLOURS[object_label(first, COLOURS)]) == ("rectangle", "blue")
+    shape = [object_label(it, SHAPES) for it in train]
+    colour = [object_label(it, COLOURS) for it in train]
+    assert sum(s is not None for s in shape) == 3351 and sum(c is not None for c in colour) == 3392
+    # Every direct answer agrees with the label, and no yes/no question contradicts it.
+    for item, s, c in zip(train, shape, colour):
+        for q, a in zip(item.questions, item.answers):
+            words = q.rstrip("?").split()
+            for vocab, label in ((SHAPES, s), (COLOURS, c)):
+                if a in vocab:
+                    assert vocab.index(a) == label
+                named = [w for w in vocab if w in words]
+                if label is not None and named and a in ("yes", "no"):
+                    present = named[0] == vocab[label]
+                    negated = "not" in words or "no" in words
+                    assert (a == "yes") == (present != negated), (item.image_id, q, a)

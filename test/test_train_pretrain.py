@@ -74,3 +74,30 @@ def test_few_steps_lower_the_loss_and_save_a_loadable_model(tmp_path):
     vf = dev.encode_image(load_split("test", 1)[0].rgb())
     assert vf.features.shape == (2, 729, 32)
     assert isinstance(srv.answer(vf.features, vf.grid, vf.image_size, "what shape is in the image?"), str)
+
+
+def test_vision_pretraining_trains_the_tower_only_and_learns_its_batch():
+    from tofc_ros.train.vision_pretrain import VisionPretrainConfig, object_labels, pretrain_vision
+
+    torch.manual_seed(0)
+    m = build_tiny_ov(TINY, seed=5)
+    items = load_split("train", 150)[:8]
+    shape, colour = object_labels(items)
+    assert shape.shape == colour.shape == (8,) and int((colour >= 0).sum()) >= 6
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    cfg = VisionPretrainConfig(steps=12, batch_images=8, lr=5e-3, warmup_steps=1, hflip=False, log_every=4,
+                               eval_images=8)
+
+    class Log(list):
+        def write(self, **row):
+            self.append(row)
+
+    log = Log()
+    summary = pretrain_vision(m, cfg, items, items, seed=0, log=log, progress=False)
+    assert [r["step"] for r in log] == [4, 8, 12] and all(r["stage"] == "vision" for r in log)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert summary["steps"] == 12 and summary["test"]["colour_images"] == int((colour >= 0).sum())
+    after = m.model.state_dict()
+    tower = {k for k in after if "vision_tower" in k}
+    assert tower and any(not torch.equal(before[k], after[k]) for k in tower)
+    assert all(torch.equal(before[k], after[k]) for k in after if k not in tower)  # projector and LM untouched

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPLITS", "VQAImage", "answers", "load_split", "num_questions", "read_rgb"]
+__all__ = ["SPLITS", "SHAPES", "COLOURS", "VQAImage", "answers", "load_split", "num_questions", "object_label",
+           "read_rgb"]
 
 SPLITS = ("train", "test")
+SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
+_NEGATIONS = frozenset({"not", "no"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,23 @@ class VQAImage:
     def rgb(self) -> np.ndarray:
         """The image as uint8 [64, 64, 3]."""
         return read_rgb(self.path)
+
+
+def object_label(item: VQAImage, words: tuple[str, ...]) -> int | None:
+    """Index in ``words`` (SHAPES or COLOURS) of the image's object, read from its questions' answers.
+
+    "what is the blue shape? -> rectangle" names it directly; "does the image contain a rectangle? -> yes" too.
+    None when no question names it (about 1 image in 8 for shapes).
+    """
+    for q, a in zip(item.questions, item.answers):
+        if a in words:
+            return words.index(a)
+        tokens = q.rstrip("?").split()
+        if a == "yes" and not _NEGATIONS.intersection(tokens):  # "is no yellow shape present? -> yes" names none
+            for k, word in enumerate(words):
+                if word in tokens:
+                    return k
+    return None
 
 
 def answers() -> tuple[str, ...]:

@@ -5,9 +5,15 @@
 The model uses the real classes (LlavaOnevisionForConditionalGeneration: SigLIP vision tower, 2-layer MLP projector,
 Qwen2 language model) with small widths and the real vision geometry (384² tiles, 14-px patches, 27×27 = 729 tokens
 per tile, anyres + thumbnail; a 64×64 easy-vqa image becomes thumbnail + one grid tile, M = 1485 image tokens).
-Every parameter is trained (no codec, no merging): the loss is the cross-entropy of the answer tokens + EOS given the
-full prompt, through the same ServerHalf prompt/projection/token-order code that serves the model
-(``packing.answer_logits`` shares the image prefix between an image's questions, exactly).
+Two stages, one command:
+
+0. vision pre-training (``vision_pretrain``, ``train.vision_pretrain``): the tower alone learns the object's shape and
+   colour through a mean-pooled linear head. Real LLaVA towers arrive pre-trained; this one cannot, and trained end to
+   end from scratch on the VQA loss the model never learned shapes (83.1 % test, shape answers near chance).
+1. VQA training: the loss is the cross-entropy of the answer tokens + EOS given the full prompt, through the same
+   ServerHalf prompt/projection/token-order code that serves the model (``packing.answer_logits`` shares the image
+   prefix between an image's questions, exactly). The tower stays frozen when ``train_vision`` is false (as in
+   LLaVA's own recipe); no codec, and merging only if ``merge`` asks for it.
 
 What makes this fast enough on 2 CPU cores: tiny widths; all of an image's ~10 questions in one LM pass over the
 1,488-token prefix (causal flash-attention kernel) with the suffixes attending to its KV cache; one vision-tower pass
@@ -41,6 +47,8 @@ from tofc_ros.train.common import (
     timer,
 )
 from tofc_ros.train.llava import TrainableLlava
+from tofc_ros.train.merge import merge_features
+from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
 
 __all__ = ["TinyModelConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch", "main"]
@@ -63,6 +71,8 @@ class TinyModelConfig:
     # trained). In 750 steps neither learned shapes here (random: 83.1 % test, colours 100 %, shape answers 47 %;
     # sincos: 81.0 %).
     vision_pos_init: str = "random"
+    # Share the LM's input and output token embeddings (as Qwen2-0.5B, OneVision-0.5B's LM, does).
+    tie_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class PretrainConfig:
     """Pre-training settings (YAML keys of configs/train_easyvqa_base.yaml)."""
 
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)  # stage 0 (steps 0: none)
     seed: int = 0
     epochs: float = 3.0  # passes over the 4,000 training images (each pass sees all ~38.6k questions)
     max_steps: int | None = None  # cap (tests, smoke runs)
@@ -85,6 +96,12 @@ class PretrainConfig:
     log_every: int = 25
     threads: int = 0  # torch threads (0: default)
     init_from: str | None = None  # continue from a saved model directory instead of a fresh initialisation
+    vision_from: str | None = None  # fresh model, but the vision tower copied from a saved model directory
+    # Train on merged tokens (train.merge.MERGE_METHODS; "none": all 729 per tile). A curriculum: a model first
+    # trained on n_c cluster means per tile, then fine-tuned on full tokens with ``init_from``.
+    merge: str = "none"
+    n_c: int = 32
+    train_vision: bool = True  # False: the vision tower keeps its initial weights (projector + LM train)
 
 
 def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
@@ -102,6 +119,7 @@ def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
     if getattr(t, "layer_types", None) is not None:  # Qwen2 validates one entry per layer
         t.layer_types = [t.layer_types[0]] * cfg.text_layers
     t.max_position_embeddings = 4096
+    config.tie_word_embeddings = t.tie_word_embeddings = cfg.tie_embeddings
     model = TrainableLlava.from_config(config, tokenizer, build_tiny_image_processor("onevision"), seed=seed)
     if cfg.vision_pos_init == "sincos":
         emb = model.vision_core.embeddings.position_embedding
@@ -149,8 +167,9 @@ def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]
 
 @torch.no_grad()
 def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: int = 16,
-                  progress: bool = False) -> dict:
-    """Teacher-forced greedy exact-match accuracy with uncompressed features (see ``packing.answer_stats``)."""
+                  progress: bool = False, merge: str = "none", n_c: int = 32) -> dict:
+    """Teacher-forced greedy exact-match accuracy (see ``packing.answer_stats``): uncompressed features, or merged
+    ones when ``merge`` is not "none"."""
     pixels = PixelPath(model.device_half)
     prompts = PromptCache(model.server)
     correct = total = 0
@@ -162,7 +181,7 @@ def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: in
     for s in rng:
         chunk = items[s: s + batch_images]
         feats = vision_batch(model, pixels, chunk)
-        embeds = [model.server.image_embeddings(f, g, sz) for f, g, sz in feats]
+        embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), g, sz) for f, g, sz in feats]
         scores = answer_logits(model.server, prompts, embeds, [c.questions for c in chunk], [c.answers for c in chunk])
         _, ok = answer_stats(scores)
         correct += int(ok.sum())
@@ -177,10 +196,23 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     model = TrainableLlava.from_pretrained(cfg.init_from) if cfg.init_from else build_tiny_ov(cfg.model, cfg.seed)
+    if cfg.vision_from:
+        source = TrainableLlava.from_pretrained(cfg.vision_from)
+        model.vision_core.load_state_dict(source.vision_core.state_dict())  # strict: the towers must match
+        del source
+    log_path = out / "pretrain_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    log = JsonlLog(log_path)
+    train = load_split("train", cfg.train_limit)
+    vision_summary = pretrain_vision(model, cfg.vision_pretrain, train,
+                                     load_split("test") if cfg.vision_pretrain.steps > 0 else None,
+                                     cfg.seed, log=log, progress=progress)
     model.model.train()
     for p in model.parameters():
         p.requires_grad_(True)
-    train = load_split("train", cfg.train_limit)
+    if not cfg.train_vision:
+        for p in model.vision_core.parameters():
+            p.requires_grad_(False)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
     total = int(round(cfg.epochs * steps_per_epoch))
     if cfg.max_steps is not None:
@@ -192,9 +224,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     pixels = PixelPath(model.device_half)
     prompts = PromptCache(model.server)
-    log_path = out / "pretrain_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    log = JsonlLog(log_path)
     gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
     bar = None
@@ -214,7 +243,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         for g in opt.param_groups:
             g["lr"] = lr
         feats = vision_batch(model, pixels, batch)
-        embeds = [model.server.image_embeddings(f, grid, size) for f, grid, size in feats]
+        embeds = [model.server.image_embeddings(merge_features(f, cfg.n_c, cfg.merge), grid, size)
+                  for f, grid, size in feats]
         scores = answer_logits(model.server, prompts, embeds, [b.questions for b in batch],
                                [b.answers for b in batch])
         loss, ok = answer_stats(scores)
@@ -229,7 +259,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(ok.float().mean()):.2f}")
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            log.write(step=step + 1, loss=run_loss / run_n, train_acc=run_acc / run_n, lr=lr,
+            log.write(stage="vqa", step=step + 1, loss=run_loss / run_n, train_acc=run_acc / run_n, lr=lr,
                       grad_norm=float(gnorm), elapsed_s=timer() - t0)
             run_loss = run_acc = 0.0
             run_n = 0
@@ -241,8 +271,12 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     t1 = timer()
     test = load_split("test", cfg.eval_limit)
     result = evaluate_full(model, test, cfg.eval_batch_images, progress=progress)
+    merged = None
+    if cfg.merge != "none":
+        merged = evaluate_full(model, test, cfg.eval_batch_images, progress=progress, merge=cfg.merge, n_c=cfg.n_c)
     summary = {
         "config": config_to_dict(cfg),
+        "vision_pretrain": vision_summary,
         "steps": total,
         "train_images_seen": total * cfg.batch_images,
         "train_seconds": round(train_s, 1),
@@ -253,6 +287,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
                  "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
                  "features": "uncompressed (729 per tile, reference OneVision packing)"},
     }
+    if merged is not None:
+        summary["test_merged"] = {**merged, "merge": cfg.merge, "n_c": cfg.n_c}
     (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
