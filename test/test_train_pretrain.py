@@ -101,3 +101,22 @@ def test_vision_pretraining_trains_the_tower_only_and_learns_its_batch():
     tower = {k for k in after if "vision_tower" in k}
     assert tower and any(not torch.equal(before[k], after[k]) for k in tower)
     assert all(torch.equal(before[k], after[k]) for k in after if k not in tower)  # projector and LM untouched
+
+
+def test_frozen_tower_from_another_model_and_merged_tokens(tmp_path):
+    source = build_tiny_ov(TINY, seed=7)
+    source.save(tmp_path / "source")
+    cfg = PretrainConfig(model=TINY, epochs=4.0, train_limit=8, batch_images=1, lr=5e-3, warmup_steps=1,
+                         log_every=1, eval_limit=5, threads=1, vision_from=str(tmp_path / "source"),
+                         train_vision=False, merge="dpc_knn", n_c=4)
+    summary = pretrain(cfg, tmp_path / "out", progress=False)
+    assert summary["test_merged"]["questions"] == 5 and summary["test_merged"]["n_c"] == 4
+    from tofc_ros.train.llava import TrainableLlava
+
+    trained = TrainableLlava.from_pretrained(tmp_path / "out")
+    fresh = build_tiny_ov(TINY, seed=0)  # what the run started from, before the tower was replaced
+    src, out, ini = source.model.state_dict(), trained.model.state_dict(), fresh.model.state_dict()
+    tower = [k for k in out if "vision_tower" in k]
+    assert tower and all(torch.equal(out[k], src[k]) for k in tower)  # copied, then frozen
+    lm = [k for k in out if "language_model" in k]
+    assert any(not torch.equal(out[k], ini[k]) for k in lm)  # the LM did train
