@@ -71,7 +71,9 @@ class ServerNode(Node):
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self._pairing: Pairing[ReceivedFrame] = Pairing(
             FrameCache(cfg.cache_size, cfg.max_cameras), cfg.queue_size, int(cfg.stamp_tolerance_s * 1e9))
-        self._jobs: queue.Queue = queue.Queue()  # bounded through Pairing.ask(in_flight=...)
+        # Bounded through Pairing.ask(in_flight=...). SimpleQueue: its get() blocks in C and put() wakes it directly,
+        # without queue.Queue's Python-level Condition, so the worker needs the GIL once instead of several times.
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight = 0
         self._stopping = False
         self._in_flight_lock = threading.Lock()
