@@ -120,3 +120,11 @@ def test_frozen_tower_from_another_model_and_merged_tokens(tmp_path):
     assert tower and all(torch.equal(out[k], src[k]) for k in tower)  # copied, then frozen
     lm = [k for k in out if "language_model" in k]
     assert any(not torch.equal(out[k], ini[k]) for k in lm)  # the LM did train
+
+
+def test_bad_merge_settings_fail_when_the_config_is_built():
+    with pytest.raises(ValueError, match="merge must be one of"):
+        PretrainConfig(merge="dpc-knn")
+    with pytest.raises(ValueError, match="n_c must be in 1..729"):
+        PretrainConfig(merge="uniform", n_c=0)
+    assert PretrainConfig(merge="none", n_c=0).n_c == 0  # n_c is unused without merging

@@ -47,7 +47,7 @@ from tofc_ros.train.common import (
     timer,
 )
 from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.merge import merge_features
+from tofc_ros.train.merge import MERGE_METHODS, merge_features
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
 
@@ -102,6 +102,13 @@ class PretrainConfig:
     merge: str = "none"
     n_c: int = 32
     train_vision: bool = True  # False: the vision tower keeps its initial weights (projector + LM train)
+
+    def __post_init__(self):
+        # Checked here, not at the first VQA step: that comes after the vision stage's ~11 minutes.
+        if self.merge not in MERGE_METHODS:
+            raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
+        if self.merge != "none" and not 1 <= self.n_c <= 729:
+            raise ValueError(f"n_c must be in 1..729 (tokens per tile) when merging, got {self.n_c}")
 
 
 def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
