@@ -4,8 +4,8 @@
     .venv/bin/python bench/vqa_breakdown.py --model models/easyvqa-tiny-ov-base [--split test] [--images 1000]
 
 Types: naming the shape, naming the colour, and yes/no questions split by subject (shape or colour word), negation
-("not", "no") and the reference answer. Uncompressed features; the metric is the benchmarks' teacher-forced greedy
-exact match. Prints a Markdown table; --out writes JSON too.
+("not", "no") and the reference answer. Uncompressed features, or merged ones with --merge (no entropy coding); the
+metric is the benchmarks' teacher-forced greedy exact match. Prints a Markdown table; --out writes JSON too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tofc_ros.eval.easyvqa import COLOURS, SHAPES, load_split  # noqa: E402
 from tofc_ros.train.common import PixelPath, set_threads  # noqa: E402
 from tofc_ros.train.llava import TrainableLlava  # noqa: E402
+from tofc_ros.train.merge import MERGE_METHODS, merge_features  # noqa: E402
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats  # noqa: E402
 from tofc_ros.train.pretrain import vision_batch  # noqa: E402
 
@@ -41,13 +42,15 @@ def question_type(question: str, answer: str) -> str:
 
 
 @torch.no_grad()
-def breakdown(model: TrainableLlava, items, batch: int = 16) -> dict[str, list[int]]:
-    """{type: [correct, total]} over every question of ``items``."""
+def breakdown(model: TrainableLlava, items, batch: int = 16, merge: str = "none",
+              n_c: int = 16) -> dict[str, list[int]]:
+    """{type: [correct, total]} over every question of ``items`` (features merged to n_c per tile unless "none")."""
     pixels, prompts = PixelPath(model.device_half), PromptCache(model.server)
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in tqdm(range(0, len(items), batch), desc="questions", leave=False):
         chunk = items[s: s + batch]
-        embeds = [model.server.image_embeddings(f, g, size) for f, g, size in vision_batch(model, pixels, chunk)]
+        embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), g, size)
+                  for f, g, size in vision_batch(model, pixels, chunk)]
         _, ok = answer_stats(answer_logits(model.server, prompts, embeds, [c.questions for c in chunk],
                                            [c.answers for c in chunk]))
         qs = [(q, a) for c in chunk for q, a in zip(c.questions, c.answers)]
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="models/easyvqa-tiny-ov-base")
     ap.add_argument("--split", default="test", choices=("train", "test"))
     ap.add_argument("--images", type=int, default=None, help="first N images (default: all)")
+    ap.add_argument("--merge", default="none", choices=MERGE_METHODS, help="merge features first (no entropy coding)")
+    ap.add_argument("--n-c", type=int, default=16, help="merged tokens per tile with --merge")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -70,15 +75,16 @@ def main(argv=None) -> int:
     model = TrainableLlava.from_pretrained(args.model)
     model.model.eval()
     items = load_split(args.split)[: args.images]
-    stats = breakdown(model, items)
+    stats = breakdown(model, items, merge=args.merge, n_c=args.n_c)
     correct, total = sum(v[0] for v in stats.values()), sum(v[1] for v in stats.values())
     print(f"| question type ({args.split}, {len(items)} images) | accuracy | questions |\n|---|---:|---:|")
     for name, (c, n) in sorted(stats.items()):
         print(f"| {name} | {100 * c / n:.1f} % | {n:,} |")
     print(f"| **all** | **{100 * correct / total:.1f} %** | {total:,} |")
     if args.out:
-        args.out.write_text(json.dumps({"model": args.model, "split": args.split, "images": len(items),
-                                        "types": stats, "accuracy": correct / total}, indent=2) + "\n")
+        record = {"model": args.model, "split": args.split, "images": len(items), "merge": args.merge,
+                  "n_c": args.n_c, "types": stats, "accuracy": correct / total}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -9,7 +9,14 @@ import torch
 from tofc_ros.eval.easyvqa import load_split
 from tofc_ros.train.common import PixelPath
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
-from tofc_ros.train.pretrain import PretrainConfig, TinyModelConfig, build_tiny_ov, pretrain, vision_batch
+from tofc_ros.train.pretrain import (
+    MergedStageConfig,
+    PretrainConfig,
+    TinyModelConfig,
+    build_tiny_ov,
+    pretrain,
+    vision_batch,
+)
 
 TINY = TinyModelConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_hidden=32,
                        text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64)
@@ -122,9 +129,28 @@ def test_frozen_tower_from_another_model_and_merged_tokens(tmp_path):
     assert any(not torch.equal(out[k], ini[k]) for k in lm)  # the LM did train
 
 
+def test_merged_stage_then_full_tokens_with_counterfactual_questions(tmp_path):
+    cfg = PretrainConfig(model=TINY, epochs=1.0, train_limit=24, batch_images=2, lr=5e-3, warmup_steps=1,
+                         log_every=1, eval_limit=5, threads=1, yes_no_match_rate=0.5,
+                         merged_stage=MergedStageConfig(epochs=2.0, merge="dpc_knn", n_c=4))
+    assert len(load_split("train", 24)) == 3  # 3 images: 2 steps an epoch
+    summary = pretrain(cfg, tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["vqa_merged"] * 4 + ["vqa"] * 2
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 1, 2]
+    assert summary["vqa_merged_steps"] == 4 and summary["steps"] == 2 and summary["train_images_seen"] == 12
+    assert summary["config"]["merged_stage"] == {"epochs": 2.0, "merge": "dpc_knn", "n_c": 4}
+
+
 def test_bad_merge_settings_fail_when_the_config_is_built():
     with pytest.raises(ValueError, match="merge must be one of"):
         PretrainConfig(merge="dpc-knn")
     with pytest.raises(ValueError, match="n_c must be in 1..729"):
         PretrainConfig(merge="uniform", n_c=0)
     assert PretrainConfig(merge="none", n_c=0).n_c == 0  # n_c is unused without merging
+    with pytest.raises(ValueError, match="merged_stage.merge"):
+        MergedStageConfig(epochs=1.0, merge="none")
+    with pytest.raises(ValueError, match="merged_stage.n_c"):
+        MergedStageConfig(epochs=1.0, n_c=800)
+    with pytest.raises(ValueError, match="match_rate"):
+        PretrainConfig(yes_no_match_rate=2.0)

@@ -5,15 +5,20 @@
 The model uses the real classes (LlavaOnevisionForConditionalGeneration: SigLIP vision tower, 2-layer MLP projector,
 Qwen2 language model) with small widths and the real vision geometry (384² tiles, 14-px patches, 27×27 = 729 tokens
 per tile, anyres + thumbnail; a 64×64 easy-vqa image becomes thumbnail + one grid tile, M = 1485 image tokens).
-Two stages, one command:
+Three stages, one command:
 
 0. vision pre-training (``vision_pretrain``, ``train.vision_pretrain``): the tower alone learns the object's shape and
-   colour through a mean-pooled linear head. Real LLaVA towers arrive pre-trained; this one cannot, and trained end to
-   end from scratch on the VQA loss the model never learned shapes (83.1 % test, shape answers near chance).
-1. VQA training: the loss is the cross-entropy of the answer tokens + EOS given the full prompt, through the same
-   ServerHalf prompt/projection/token-order code that serves the model (``packing.answer_logits`` shares the image
-   prefix between an image's questions, exactly). The tower stays frozen when ``train_vision`` is false (as in
-   LLaVA's own recipe); no codec, and merging only if ``merge`` asks for it.
+   colour through a linear head. Real LLaVA towers arrive pre-trained; this one cannot, and trained end to end from
+   scratch on the VQA loss the model never learned shapes (83.1 % test, shape answers near chance).
+1a. VQA training on merged tokens (``merged_stage``, optional): DPC-KNN merging to n_c tokens per tile, tower frozen.
+   With ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's word with the image, which it
+   never learned on full tokens from a fresh start.
+1. VQA training on full tokens: the loss is the cross-entropy of the answer tokens + EOS given the full prompt,
+   through the same ServerHalf prompt/projection/token-order code that serves the model (``packing.answer_logits``
+   shares the image prefix between an image's questions, exactly). The tower stays frozen when ``train_vision`` is
+   false (as in LLaVA's own recipe); no codec, and merging only if ``merge`` asks for it.
+
+Stages 1a and 1 can re-balance the yes/no questions (``yes_no_match_rate``, ``train.counterfactual``).
 
 What makes this fast enough on 2 CPU cores: tiny widths; all of an image's ~10 questions in one LM pass over the
 1,488-token prefix (causal flash-attention kernel) with the suffixes attending to its KV cache; one vision-tower pass
@@ -46,12 +51,13 @@ from tofc_ros.train.common import (
     set_threads,
     timer,
 )
+from tofc_ros.train.counterfactual import Counterfactuals, swap_probability
 from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.merge import MERGE_METHODS, merge_features
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
 
-__all__ = ["TinyModelConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch", "main"]
+__all__ = ["TinyModelConfig", "MergedStageConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch", "main"]
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,32 @@ class TinyModelConfig:
 
 
 @dataclass(frozen=True)
+class MergedStageConfig:
+    """Stage 1a (``merged_stage:``): VQA training on merged tokens before the full-token stage; epochs 0: none.
+
+    A curriculum: with ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's colour word with
+    the image, which it never learned on full tokens from a fresh start; stage 1 then carries it over to full tokens.
+    Same batch, learning-rate and schedule settings as stage 1, its own optimizer and schedule.
+    """
+
+    epochs: float = 0.0
+    merge: str = "dpc_knn"
+    n_c: int = 16
+
+    def __post_init__(self):
+        if self.merge not in MERGE_METHODS or self.merge == "none":
+            raise ValueError(f"merged_stage.merge must be one of {MERGE_METHODS[:-1]}, got {self.merge!r}")
+        if not 1 <= self.n_c <= 729:
+            raise ValueError(f"merged_stage.n_c must be in 1..729 (tokens per tile), got {self.n_c}")
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """Pre-training settings (YAML keys of configs/train_easyvqa_base.yaml)."""
 
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)  # stage 0 (steps 0: none)
+    merged_stage: MergedStageConfig = field(default_factory=MergedStageConfig)  # stage 1a (epochs 0: none)
     seed: int = 0
     epochs: float = 3.0  # passes over the 4,000 training images (each pass sees all ~38.6k questions)
     max_steps: int | None = None  # cap (tests, smoke runs)
@@ -102,6 +129,9 @@ class PretrainConfig:
     merge: str = "none"
     n_c: int = 32
     train_vision: bool = True  # False: the vision tower keeps its initial weights (projector + LM train)
+    # Share of training yes/no questions rewritten to name the object (train.counterfactual; None: as easy-vqa has
+    # them, 1 in 8 for colours and 1 in 3 for shapes).
+    yes_no_match_rate: float | None = None
 
     def __post_init__(self):
         # Checked here, not at the first VQA step: that comes after the vision stage's ~11 minutes.
@@ -109,6 +139,8 @@ class PretrainConfig:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
         if self.merge != "none" and not 1 <= self.n_c <= 729:
             raise ValueError(f"n_c must be in 1..729 (tokens per tile) when merging, got {self.n_c}")
+        if self.yes_no_match_rate is not None:
+            swap_probability(self.yes_no_match_rate, 2)  # raises on a rate outside [0, 1]
 
 
 def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
@@ -196,6 +228,64 @@ def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: in
     return {"accuracy": correct / max(total, 1), "correct": correct, "questions": total}
 
 
+def _vqa_stage(model: TrainableLlava, cfg: PretrainConfig, train: list[VQAImage], epochs: float, merge: str, n_c: int,
+               name: str, rewrite: Counterfactuals | None, log: JsonlLog, progress: bool, seed_offset: int = 0) -> int:
+    """One VQA training stage (fresh AdamW, warm-up + cosine schedule) on full or merged tokens; returns its steps."""
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
+    total = int(round(epochs * steps_per_epoch))
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    pixels = PixelPath(model.device_half)
+    prompts = PromptCache(model.server)
+    gen = torch.Generator().manual_seed(cfg.seed + seed_offset)
+    order: list[int] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=name, dynamic_ncols=True)
+    t0 = timer()
+    run_loss = run_acc = 0.0
+    run_n = 0
+    for step in range(total):
+        if len(order) < cfg.batch_images:
+            order += torch.randperm(len(train), generator=gen).tolist()
+        batch = [train[i] for i in order[: cfg.batch_images]]
+        del order[: cfg.batch_images]
+        lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr, cfg.final_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        feats = vision_batch(model, pixels, batch)
+        embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), grid, size) for f, grid, size in feats]
+        qa = [rewrite.questions(b, f"{name}/{step}") if rewrite else (b.questions, b.answers)
+              for b in batch]
+        scores = answer_logits(model.server, prompts, embeds, [q for q, _ in qa], [a for _, a in qa])
+        loss, ok = answer_stats(scores)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        run_loss += float(loss.detach())
+        run_acc += float(ok.float().mean())
+        run_n += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(ok.float().mean()):.2f}")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+            log.write(stage=name, step=step + 1, loss=run_loss / run_n, train_acc=run_acc / run_n, lr=lr,
+                      grad_norm=float(gnorm), elapsed_s=timer() - t0)
+            run_loss = run_acc = 0.0
+            run_n = 0
+    if bar is not None:
+        bar.close()
+    return total
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Train, evaluate on the test split, save. Returns the summary written to ``pretrain_summary.json``."""
     out = Path(out_dir)
@@ -220,58 +310,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     if not cfg.train_vision:
         for p in model.vision_core.parameters():
             p.requires_grad_(False)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
-    total = int(round(cfg.epochs * steps_per_epoch))
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    pixels = PixelPath(model.device_half)
-    prompts = PromptCache(model.server)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="pretrain", dynamic_ncols=True)
+    rewrite = Counterfactuals(cfg.yes_no_match_rate, cfg.seed) if cfg.yes_no_match_rate is not None else None
     t0 = timer()
-    run_loss = run_acc = 0.0
-    run_n = 0
-    for step in range(total):
-        if len(order) < cfg.batch_images:
-            order += torch.randperm(len(train), generator=gen).tolist()
-        batch = [train[i] for i in order[: cfg.batch_images]]
-        del order[: cfg.batch_images]
-        lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr, cfg.final_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        feats = vision_batch(model, pixels, batch)
-        embeds = [model.server.image_embeddings(merge_features(f, cfg.n_c, cfg.merge), grid, size)
-                  for f, grid, size in feats]
-        scores = answer_logits(model.server, prompts, embeds, [b.questions for b in batch],
-                               [b.answers for b in batch])
-        loss, ok = answer_stats(scores)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        run_loss += float(loss.detach())
-        run_acc += float(ok.float().mean())
-        run_n += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(ok.float().mean()):.2f}")
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            log.write(stage="vqa", step=step + 1, loss=run_loss / run_n, train_acc=run_acc / run_n, lr=lr,
-                      grad_norm=float(gnorm), elapsed_s=timer() - t0)
-            run_loss = run_acc = 0.0
-            run_n = 0
-    if bar is not None:
-        bar.close()
+    stages = []
+    if cfg.merged_stage.epochs > 0:
+        ms = cfg.merged_stage
+        stages.append(("vqa_merged", _vqa_stage(model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite,
+                                                log, progress, seed_offset=1)))
+    total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress)
     train_s = timer() - t0
     model.model.eval()
     model.save(out)
@@ -285,7 +331,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         "config": config_to_dict(cfg),
         "vision_pretrain": vision_summary,
         "steps": total,
-        "train_images_seen": total * cfg.batch_images,
+        **{f"{name}_steps": n for name, n in stages},
+        "train_images_seen": (total + sum(n for _, n in stages)) * cfg.batch_images,
         "train_seconds": round(train_s, 1),
         "eval_seconds": round(timer() - t1, 1),
         "threads": torch.get_num_threads(),
