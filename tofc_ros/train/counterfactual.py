@@ -43,13 +43,6 @@ class Counterfactuals:
         self.seed = seed
         self._p = {SHAPES: swap_probability(match_rate, len(SHAPES)),
                    COLOURS: swap_probability(match_rate, len(COLOURS))}
-        self._labels: dict[int, dict[tuple[str, ...], int | None]] = {}
-
-    def _label(self, item: VQAImage, words: tuple[str, ...]) -> int | None:
-        labels = self._labels.setdefault(item.image_id, {})
-        if words not in labels:
-            labels[words] = object_label(item, words)
-        return labels[words]
 
     def questions(self, item: VQAImage, key: int | str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(questions, answers) of ``item`` with some non-matching yes/no words swapped for the object's.
@@ -58,13 +51,14 @@ class Counterfactuals:
         """
         rng = random.Random(f"{self.seed}/{key}/{item.image_id}")
         qs, ans = list(item.questions), list(item.answers)
+        labels = {words: object_label(item, words) for words in (SHAPES, COLOURS)}
         for i, (q, a) in enumerate(zip(qs, ans)):
             if a not in _FLIP:
                 continue
             tokens = q.rstrip("?").split()
             for words in (SHAPES, COLOURS):
                 named = [k for k, w in enumerate(words) if w in tokens]
-                label = self._label(item, words)
+                label = labels[words]
                 if len(named) != 1 or label is None or named[0] == label:
                     continue
                 if rng.random() < self._p[words]:

@@ -51,7 +51,7 @@ from tofc_ros.train.common import (
     set_threads,
     timer,
 )
-from tofc_ros.train.counterfactual import Counterfactuals, swap_probability
+from tofc_ros.train.counterfactual import Counterfactuals
 from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.merge import MERGE_METHODS, merge_features
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
@@ -139,8 +139,8 @@ class PretrainConfig:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
         if self.merge != "none" and not 1 <= self.n_c <= 729:
             raise ValueError(f"n_c must be in 1..729 (tokens per tile) when merging, got {self.n_c}")
-        if self.yes_no_match_rate is not None:
-            swap_probability(self.yes_no_match_rate, 2)  # raises on a rate outside [0, 1]
+        if self.yes_no_match_rate is not None and not 0.0 <= self.yes_no_match_rate <= 1.0:
+            raise ValueError(f"yes_no_match_rate must be in [0, 1] or null, got {self.yes_no_match_rate}")
 
 
 def build_tiny_ov(cfg: TinyModelConfig, seed: int) -> TrainableLlava:
