@@ -57,7 +57,8 @@ from tofc_ros.train.merge import MERGE_METHODS, merge_features
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
 
-__all__ = ["TinyModelConfig", "MergedStageConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch", "main"]
+__all__ = ["TinyModelConfig", "MergedStageConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch",
+           "main"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ class TinyModelConfig:
 class MergedStageConfig:
     """Stage 1a (``merged_stage:``): VQA training on merged tokens before the full-token stage; epochs 0: none.
 
-    A curriculum: with ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's colour word with
-    the image, which it never learned on full tokens from a fresh start; stage 1 then carries it over to full tokens.
+    A curriculum: with ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's colour or shape
+    word with the image, which it never learned on full tokens from a fresh start; stage 1 then carries it over to
+    full tokens.
     Same batch, learning-rate and schedule settings as stage 1, its own optimizer and schedule.
     """
 
@@ -95,8 +97,9 @@ class MergedStageConfig:
     n_c: int = 16
 
     def __post_init__(self):
-        if self.merge not in MERGE_METHODS or self.merge == "none":
-            raise ValueError(f"merged_stage.merge must be one of {MERGE_METHODS[:-1]}, got {self.merge!r}")
+        methods = tuple(m for m in MERGE_METHODS if m != "none")
+        if self.merge not in methods:
+            raise ValueError(f"merged_stage.merge must be one of {methods}, got {self.merge!r}")
         if not 1 <= self.n_c <= 729:
             raise ValueError(f"merged_stage.n_c must be in 1..729 (tokens per tile), got {self.n_c}")
 
@@ -262,8 +265,7 @@ def _vqa_stage(model: TrainableLlava, cfg: PretrainConfig, train: list[VQAImage]
             g["lr"] = lr
         feats = vision_batch(model, pixels, batch)
         embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), grid, size) for f, grid, size in feats]
-        qa = [rewrite.questions(b, f"{name}/{step}") if rewrite else (b.questions, b.answers)
-              for b in batch]
+        qa = [rewrite.questions(b, f"{name}/{step}") if rewrite else (b.questions, b.answers) for b in batch]
         scores = answer_logits(model.server, prompts, embeds, [q for q, _ in qa], [a for _, a in qa])
         loss, ok = answer_stats(scores)
         opt.zero_grad(set_to_none=True)
@@ -312,11 +314,11 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
             p.requires_grad_(False)
     rewrite = Counterfactuals(cfg.yes_no_match_rate, cfg.seed) if cfg.yes_no_match_rate is not None else None
     t0 = timer()
-    stages = []
-    if cfg.merged_stage.epochs > 0:
-        ms = cfg.merged_stage
-        stages.append(("vqa_merged", _vqa_stage(model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite,
-                                                log, progress, seed_offset=1)))
+    ms = cfg.merged_stage
+    merged_steps = 0
+    if ms.epochs > 0:
+        merged_steps = _vqa_stage(model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress,
+                                  seed_offset=1)
     total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress)
     train_s = timer() - t0
     model.model.eval()
@@ -331,8 +333,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         "config": config_to_dict(cfg),
         "vision_pretrain": vision_summary,
         "steps": total,
-        **{f"{name}_steps": n for name, n in stages},
-        "train_images_seen": (total + sum(n for _, n in stages)) * cfg.batch_images,
+        "vqa_merged_steps": merged_steps,
+        "train_images_seen": (total + merged_steps) * cfg.batch_images,
         "train_seconds": round(train_s, 1),
         "eval_seconds": round(timer() - t1, 1),
         "threads": torch.get_num_threads(),
