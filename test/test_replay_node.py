@@ -78,10 +78,13 @@ def test_timed_mode_follows_the_recorded_timing_scaled_by_rate(ros, tmp_path):
     _, report = _replay(ros, f"t_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="timed", rate=2.0)
     asked = [r["asked_s"] for r in report["questions"]]
     expected = [(0.05 + 0.25 * i) / 2.0 for i in range(4)]
-    # Never early; typically on time; a late straggler is tolerated (a GC pause or a busy core in this big test
-    # process), but playing at the recorded rate (0.05, 0.3, 0.55, 0.8 s) would fail the median.
-    errors = sorted(a - e for a, e in zip(asked, expected))
-    assert errors[0] > -0.02 and errors[len(errors) // 2] < 0.1 and errors[-1] < 0.6, (asked, expected)
+    # Never early, and on time unless a stall (a GC pause or a busy core in this big test process) held the player
+    # back: then the questions due meanwhile go out together right after it (a burst), not shifted by the stall.
+    # One late, non-burst question is tolerated; playing at the recorded rate (0.05, 0.3, 0.55, 0.8 s) makes three.
+    errors = [a - e for a, e in zip(asked, expected)]
+    assert min(errors) > -0.02, (asked, expected)
+    late = [i for i in range(4) if errors[i] >= 0.1 and not (i and asked[i] - asked[i - 1] < 0.05)]
+    assert len(late) <= 1 and asked[-1] < 1.5, (asked, expected)
     assert report["summary"]["answered"] == n == 4
 
 
