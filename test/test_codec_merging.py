@@ -165,18 +165,14 @@ def test_negative_rounding_in_distances_is_clamped_like_the_dense_reference():
 
 
 @pytest.mark.parametrize("shape,block,dtype", [
-    ((1, 729, 64), 128, torch.float32), ((3, 300, 16), 128, torch.float32), ((2, 11, 5), 3, torch.float64),
+    ((1, 729, 64), 192, torch.float32), ((3, 300, 16), 128, torch.float32), ((2, 11, 5), 3, torch.float64),
     ((1, 5, 4), 1, torch.float32), ((2, 9, 4), 9, torch.float32),
 ])
 def test_symmetric_gram(shape, block, dtype):
     x = torch.randn(*shape, dtype=dtype)
     gram = _symmetric_gram(x, block)
-    assert torch.equal(gram, gram.transpose(1, 2))  # by construction, whatever the BLAS
+    assert torch.equal(gram, gram.transpose(1, 2))  # off-diagonal blocks by construction, diagonal ones by the BLAS
     torch.testing.assert_close(gram, x @ x.transpose(1, 2))
-    upper = torch.ones(shape[1], shape[1], dtype=torch.bool).triu()
-    blocks = torch.arange(shape[1]) // block
-    computed = blocks.unsqueeze(1) <= blocks.unsqueeze(0)  # the upper block triangle is computed, not mirrored
-    assert torch.equal(computed & upper, upper)
 
 
 @pytest.mark.parametrize("shape", [(1, 729, 1152), (2, 200, 7), (3, 4, 1)])
