@@ -37,21 +37,26 @@ def _median_ms(fn, reps: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _interleaved_ms(a, b, reps: int) -> tuple[list[float], list[float]]:
+    """Times of a() and b() in ms, interleaved; the order flips every round, so neither always runs in the cache state
+    the other leaves behind (a fixed order moved the ratio by a few hundredths)."""
+    ta, tb = [], []
+    for i in range(reps):
+        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+    return ta, tb
+
+
 def bench_merge(reps: int) -> dict:
     """DPC-KNN per 729x1152 tile vs one Gram matmul of the same tile, interleaved in one loop."""
     x = torch.randn(1, 729, 1152)
-    merge, gram = [], []
     for _ in range(3):
         dpc_knn_merge(x, 16)
         torch.bmm(x, x.transpose(1, 2))
-    for _ in range(reps):
-        t = time.perf_counter()
-        dpc_knn_merge(x, 16)
-        merge.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        torch.bmm(x, x.transpose(1, 2))
-        gram.append(time.perf_counter() - t)
-    m, g = statistics.median(merge) * 1e3, statistics.median(gram) * 1e3
+    merge, gram = _interleaved_ms(lambda: dpc_knn_merge(x, 16), lambda: torch.bmm(x, x.transpose(1, 2)), reps)
+    m, g = statistics.median(merge), statistics.median(gram)
     # This VM's speed drifts by up to 2x between seconds (other tenants); a ratio per interleaved pair cancels the
     # drift that the two medians above only average out. Both are reported.
     paired = statistics.median(a / b for a, b in zip(merge, gram))
@@ -65,16 +70,11 @@ def _bench_merge_batched(x: torch.Tensor, reps: int, tiles: int = 10) -> dict:
     """The device pipeline merges all tiles of an image in one call: DPC-KNN of 10 tiles at once, per tile, against
     one single-tile Gram, interleaved like bench_merge (fewer repetitions: each call is 10 tiles)."""
     xs = torch.randn(tiles, *x.shape[1:])
-    merge, gram = [], []
     dpc_knn_merge(xs, 16)
-    for _ in range(max(reps // 4, 5)):
-        t = time.perf_counter()
-        dpc_knn_merge(xs, 16)
-        merge.append((time.perf_counter() - t) / tiles)
-        t = time.perf_counter()
-        torch.bmm(x, x.transpose(1, 2))
-        gram.append(time.perf_counter() - t)
-    return {"merge_10x729x1152_per_tile_ms": statistics.median(merge) * 1e3,
+    merge, gram = _interleaved_ms(lambda: dpc_knn_merge(xs, 16), lambda: torch.bmm(x, x.transpose(1, 2)),
+                                  max(reps // 4, 6))
+    merge = [m / tiles for m in merge]
+    return {"merge_10x729x1152_per_tile_ms": statistics.median(merge),
             "merge_batched_over_gram_paired_median": statistics.median(a / b for a, b in zip(merge, gram))}
 
 
