@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from tofc_ros.codec.merging import _pairwise_sq_dists, _symmetric_gram, dpc_knn_merge
+from tofc_ros.codec.merging import (_exact_log, _fixed_point, _gram_bits, _pairwise_sq_dists, _pool_bits,
+                                    _symmetric_gram, dpc_knn_merge)
 
 
 def paper_dpc_knn(x, n_c, k=5):
@@ -113,25 +115,28 @@ def test_deterministic_repeat():
 
 
 def dense_delta_merge(x, n_c, k=5):
-    """The straightforward vectorised DPC-KNN on the same distances: delta from a full N x N "denser" mask.
+    """The straightforward vectorised DPC-KNN on the same exact distances: delta from a full N x N "denser" mask.
 
     dpc_knn_merge finds delta from the K+1 nearest neighbours and scans whole rows only for local density peaks;
     the two must agree exactly (same d2, min over a subset that provably holds the minimum).
     """
-    t, n, _ = x.shape
-    d2 = _pairwise_sq_dists(x).clamp_min(0.0)
-    m = d2.topk(k + 1, dim=-1, largest=False).values.sum(-1) / k
-    by_density = torch.sort(m, dim=-1, stable=True).indices
+    t, n, d = x.shape
+    x_int, shift = _fixed_point(x, _gram_bits(d, k))
+    d2 = _pairwise_sq_dists(x_int)
+    s = d2.topk(k + 1, dim=-1, largest=False).values.sum(-1)
+    by_density = torch.sort(s, dim=-1, stable=True).indices
     rank = torch.empty(t, n, dtype=torch.long).scatter_(1, by_density, torch.arange(n).expand(t, n))
     denser = rank.unsqueeze(1) < rank.unsqueeze(2)  # [t, i, j]: j denser than i
     delta2 = d2.masked_fill(~denser, float("inf")).amin(-1)
     densest = by_density[:, :1]
     delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
-    score = -m + 0.5 * torch.log(delta2)
+    unit = torch.tensor([2.0 ** (-2 * int(v)) / k for v in shift], dtype=torch.float64)
+    score = 0.5 * _exact_log(delta2) - s * unit[:, None]
     centres = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :n_c].sort(-1).values
     assignment = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c)).argmin(-1)
     assignment.scatter_(1, centres, torch.arange(n_c).expand(t, n_c))
-    merged = torch.stack([torch.stack([x[b][assignment[b] == c].mean(0) for c in range(n_c)]) for b in range(t)])
+    merged = torch.stack([torch.stack([x[b][assignment[b] == c].double().mean(0) for c in range(n_c)])
+                          for b in range(t)]).to(x.dtype)
     return centres, assignment, merged
 
 
@@ -151,12 +156,15 @@ def test_knn_delta_shortcut_equals_dense_mask(shape, clusters, n_c):
     torch.testing.assert_close(res.merged, merged)
 
 
-def test_negative_rounding_in_distances_is_clamped_like_the_dense_reference():
-    # Duplicated features far from the origin: (|a|^2 + |b|^2) - 2 a.b cancels catastrophically and many distances
-    # come out slightly negative; every value the merge reads must behave as if the matrix were clamped at 0.
+def test_near_duplicates_far_from_the_origin_have_exact_distances():
+    # (|a|^2 + |b|^2) - 2 a.b cancels catastrophically in floating point here (a float32 Gram gave negative
+    # distances); on the fixed point it is exact: never negative, symmetric, equal to the direct integer sum.
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(2, 300, 64, generator=g) * 0.01 + 30)[:, torch.randint(0, 40, (300,), generator=g)]
-    assert bool((_pairwise_sq_dists(x) < 0).any())
+    x_int, _ = _fixed_point(x, _gram_bits(64, 5))
+    d2 = _pairwise_sq_dists(x_int)
+    direct = ((x_int.long().unsqueeze(2) - x_int.long().unsqueeze(1)) ** 2).sum(-1)  # int64, exact
+    assert torch.equal(d2, direct.double())
     for n_c in (1, 16, 40, 64):
         res = dpc_knn_merge(x, n_c)
         centres, assignment, merged = dense_delta_merge(x, n_c)
@@ -164,28 +172,62 @@ def test_negative_rounding_in_distances_is_clamped_like_the_dense_reference():
         torch.testing.assert_close(res.merged, merged)
 
 
-@pytest.mark.parametrize("shape,block,dtype", [
-    ((1, 729, 64), 192, torch.float32), ((3, 300, 16), 128, torch.float32), ((2, 11, 5), 3, torch.float64),
-    ((1, 5, 4), 1, torch.float32), ((2, 9, 4), 9, torch.float32),
-])
-def test_symmetric_gram(shape, block, dtype):
-    x = torch.randn(*shape, dtype=dtype)
-    gram = _symmetric_gram(x, block)
-    assert torch.equal(gram, gram.transpose(1, 2))  # off-diagonal blocks by construction, diagonal ones by the BLAS
-    torch.testing.assert_close(gram, x @ x.transpose(1, 2))
+@pytest.mark.parametrize("shape,block", [((1, 729, 64), 192), ((3, 300, 16), 128), ((2, 11, 5), 3),
+                                         ((1, 5, 4), 1), ((2, 9, 4), 9)])
+def test_symmetric_gram_is_exact_on_the_fixed_point(shape, block):
+    x_int, _ = _fixed_point(torch.randn(*shape), _gram_bits(shape[2], 5))
+    gram = _symmetric_gram(x_int, block)
+    exact = (x_int.long().unsqueeze(2) * x_int.long().unsqueeze(1)).sum(-1)  # int64
+    assert torch.equal(gram, exact.double()) and torch.equal(gram, gram.transpose(1, 2))
 
 
 @pytest.mark.parametrize("shape", [(1, 729, 1152), (2, 200, 7), (3, 4, 1)])
-def test_pairwise_sq_dists_one_pass_equals_two_step(shape):
-    x = torch.randn(*shape)
-    d2 = _pairwise_sq_dists(x)
-    gram = _symmetric_gram(x)
-    sq = gram.diagonal(dim1=1, dim2=2)
-    two_step = (sq.unsqueeze(2) + sq.unsqueeze(1)).sub_(2 * gram)
-    assert torch.equal(d2, two_step)  # the K=2 matmul form is exactly round(round(sq_i + sq_j) - 2 G)
+def test_pairwise_sq_dists_are_exact_and_symmetric(shape):
+    x_int, _ = _fixed_point(torch.randn(*shape), _gram_bits(shape[2], 5))
+    d2 = _pairwise_sq_dists(x_int)
     assert torch.equal(d2, d2.transpose(1, 2))
-    assert not d2.diagonal(dim1=1, dim2=2).any()  # self-distance exactly 0
-    torch.testing.assert_close(d2.clamp_min(0.0), torch.cdist(x, x) ** 2, atol=2e-3 * shape[2], rtol=1e-4)
+    assert not d2.diagonal(dim1=1, dim2=2).any() and bool((d2 >= 0).all())
+    if shape[1] * shape[1] * shape[2] < 5e6:  # the int64 check is memory-hungry at full size
+        direct = ((x_int.long().unsqueeze(2) - x_int.long().unsqueeze(1)) ** 2).sum(-1)
+        assert torch.equal(d2, direct.double())
+
+
+@pytest.mark.parametrize("d,k", [(1, 1), (7, 5), (64, 5), (1152, 5), (1024, 64), (4096, 5)])
+def test_fixed_point_bounds_keep_every_sum_exact(d, k):
+    b = _gram_bits(d, k)
+    assert (k + 1) * 4 * d * 2 ** (2 * b) < 2**53  # K+1 distances of at most (2 * 2^b)^2 * D each
+    assert b >= 13
+    for n in (2, 729, 8192):
+        assert n * 2 ** _pool_bits(n) <= 2**53
+
+
+def test_exact_log_matches_the_real_log():
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.random(2000) * 10.0 ** rng.integers(-30, 30, 2000), [1.0, 2.0, 0.5, 1e-300, 3e300]])
+    got = _exact_log(torch.from_numpy(values)).numpy()
+    np.testing.assert_allclose(got, np.log(values), rtol=3e-16, atol=1e-300)
+    assert _exact_log(torch.zeros(1, dtype=torch.float64)).item() == -math.inf
+
+
+def test_batch_equals_tiles_one_by_one():
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((3, 120, 24)).astype(np.float32))
+    x[1] *= 1000.0  # another scale per tile: each tile has its own fixed point
+    batch = dpc_knn_merge(x, 6)
+    for t in range(3):
+        one = dpc_knn_merge(x[t: t + 1], 6)
+        assert all(torch.equal(a[t: t + 1], b) for a, b in zip(batch, one))
+
+
+@pytest.mark.parametrize("scale", [2.0**200, 2.0**-200, 1e-310])
+def test_huge_tiny_and_subnormal_values_do_not_overflow(scale):
+    # rho = exp(-mean d^2) is not scale invariant, so the centres may change with the scale; what must hold is that
+    # nothing overflows and the shortcut still equals the dense reference on the same exact distances.
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((1, 60, 8))) * scale
+    res = dpc_knn_merge(x, 5)
+    centres, assignment, merged = dense_delta_merge(x, 5)
+    assert torch.equal(res.centres, centres) and torch.equal(res.assignment, assignment)
+    assert bool(torch.isfinite(res.merged).all())
+    torch.testing.assert_close(res.merged, merged, rtol=1e-12, atol=1e-300)  # subnormal tiles merge as zeros
 
 
 @pytest.mark.parametrize("bad,n_c,k,exc,match", [
@@ -197,7 +239,6 @@ def test_pairwise_sq_dists_one_pass_equals_two_step(shape):
     (torch.ones(1, 5, 4, dtype=torch.int64), 2, 1, TypeError, "float32"),
     (torch.full((1, 5, 4), float("nan")), 2, 1, ValueError, "NaN"),
     (torch.tensor([[[0.0], [float("inf")], [1.0]]]), 2, 1, ValueError, "NaN/Inf"),
-    (torch.tensor([[[1e19], [-1e19], [0.0]]]), 2, 1, ValueError, "too large"),  # |x|^2 fits, d2 would overflow
     ([[1.0]], 1, 1, TypeError, "torch.Tensor"),
 ])
 def test_validation(bad, n_c, k, exc, match):

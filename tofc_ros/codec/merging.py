@@ -1,12 +1,12 @@
-"""Feature merging module (FMM): DPC-KNN clustering and average pooling per tile.
+"""Feature merging module (FMM): DPC-KNN clustering and average pooling per tile, exact on every CPU.
 
 Yuan et al., TOFC (token/feature compression for split VLM inference), section IV-A. The features of one tile are
 clustered with density-peak clustering using K nearest neighbours (DPC-KNN) and each cluster is average-pooled::
 
-    x[T, N, D] --Gram--> d2[T, N, N] --KNN--> rho[T, N] --+--> delta[T, N] --> score = rho * delta
-                                                          |                            |
-                                                          +------ top-n_c centres <----+
-    assign every feature to its nearest centre --> average pooling --> merged[T, C, D]
+    x[T, N, D] --fixed point--> Gram (exact) --> d2[T, N, N] --KNN--> rho[T, N] --+--> delta[T, N] --> rho * delta
+                                                                                  |                       |
+                                                                                  +--- top-n_c centres <--+
+    assign every feature to its nearest centre --> average pooling (exact) --> merged[T, C, D]
 
 Dimension legend: T tiles, N = n_v features per tile, D feature dimension, C = n_c clusters, K neighbours.
 
@@ -17,15 +17,26 @@ Definitions (paper's equations):
     centres   = the n_c features with the largest rho_i * delta_i
     cluster   = nearest centre (a centre belongs to its own cluster); merged = mean of the cluster's features
 
-Cost: the Gram product dominates. It is computed from its lower block triangle (~63 % of the flops for 729 rows);
-delta needs a full-row scan only for local density peaks (no denser feature among the K+1 smallest distances of
-their row, the ones the density already found); for every other feature the nearest denser one is among those.
+Why exact: a float32 Gram product rounds differently on every BLAS code path (AVX-512, AVX2, SSE, another thread
+count), and so does ``torch.log`` (SLEEF vectors against scalar libm). Near-ties then flip a neighbour, a centre or an
+assignment, so the same frame merged on two robots (or in CI on another CPU) would give other tokens. Here every
+decision is computed exactly, so centres and assignment are the same on every machine:
 
-Numerics and tie-breaking (deterministic; the reference implementations add random noise instead):
-    * Ranking uses log(rho * delta) = -mean_knn_d2 + log(delta), which orders exactly like rho * delta but does not
-      underflow: for 1152-dim features mean_knn_d2 is in the hundreds and exp(-mean) is 0.0 in float32.
-    * "Denser than" is a strict total order: j is denser than i iff rho_j > rho_i, or rho_j == rho_i and j < i
-      (ties in density broken by the lower index). Exactly one feature is the densest.
+    * Distances: each tile is scaled by a power of two and rounded to integers of ``_gram_bits(D, K)`` bits
+      (18 for D = 1152, K = 5). The Gram and d2 are then integer-valued float64 whose every partial sum stays
+      below 2^53, hence exact in any summation order; d2 is exactly symmetric, >= 0, and 0 on the diagonal.
+    * Ranking: rho * delta is ranked by log(delta^2) / 2 - mean_knn_d2 (same order, no underflow), with a log
+      built from IEEE-exact elementwise operations (``_exact_log``) instead of the platform's.
+    * Pooling: the cluster sums are integer-valued float64 (a finer fixed point, ``_pool_bits(N)`` >= 39 bits), so
+      exact; mean = sum / count is one correctly rounded division. Merged values differ from the float mean by at
+      most one float32 rounding.
+
+Cost: the Gram is a float64 product (about twice a float32 one); it is computed from its lower block triangle
+(~63 % of the flops for 729 rows). delta needs a full-row scan only for local density peaks (no denser feature among
+the K+1 smallest distances of their row); for every other feature the nearest denser one is among those.
+
+Tie-breaking (deterministic; the reference implementations add random noise instead):
+    * "Denser than" is a strict total order: j is denser than i iff rho_j > rho_i, or rho_j == rho_i and j < i.
     * Centres: sort by score descending with ties broken by the lower feature index; returned centres are then
       sorted by ascending feature index so merged tokens keep the tiles' spatial order.
     * Assignment ties (equidistant centres) go to the centre with the lower feature index; every centre is
@@ -34,12 +45,16 @@ Numerics and tie-breaking (deterministic; the reference implementations add rand
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["MergeResult", "dpc_knn_merge"]
+
+_LN2 = math.log(2.0)
+_SQRT_HALF = math.sqrt(0.5)
 
 
 class MergeResult(NamedTuple):
@@ -70,6 +85,51 @@ def _validate(x: Tensor, n_c: int, k: int) -> None:
         raise ValueError(f"n_c must be an int in 1..N={n} for x of shape {tuple(x.shape)}, got {n_c!r}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an int in 1..N-1={n - 1} for x of shape {tuple(x.shape)}, got {k!r}")
+    if t and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x of shape {tuple(x.shape)} contains NaN/Inf")
+
+
+def _gram_bits(d: int, k: int) -> int:
+    """Integer bits b of the distance fixed point: every d2 <= 4 D 2^(2b), and K+1 of them summed, stay < 2^53."""
+    return min(24, (51 - math.ceil(math.log2(d)) - math.ceil(math.log2(k + 1))) // 2)
+
+
+def _pool_bits(n: int) -> int:
+    """Integer bits of the pooling fixed point: a sum of n values of magnitude < 2^b stays < 2^53."""
+    return 53 - max(1, math.ceil(math.log2(n)))
+
+
+def _fixed_point(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Per tile, x * 2^s rounded to integer-valued float64 with |values| < 2^bits; returns (values, s[T]).
+
+    Scaling by a power of two is exact and round-half-even is one IEEE operation: identical on every machine.
+    """
+    amax = x.detach().abs().amax(dim=(1, 2)).to(torch.float64)  # [T]
+    _, exponent = torch.frexp(amax)  # amax = m * 2^e, m in [0.5, 1): amax * 2^(bits - e) < 2^bits
+    # Clamped so 2^shift stays finite for subnormal float64 tiles (they round to zeros: all ties, still exact).
+    shift = torch.where(amax > 0, bits - exponent, torch.zeros_like(exponent)).clamp_max(1000)
+    scale = torch.ldexp(torch.ones_like(amax), shift)
+    return torch.round(x.detach().to(torch.float64) * scale.view(-1, 1, 1)), shift
+
+
+def _exact_log(x: Tensor) -> Tensor:
+    """Natural log of float64 x >= 0 (log 0 = -inf) from elementwise IEEE operations only.
+
+    ``torch.log`` is SLEEF on vector units and libm on others, with different last bits; this one is the same on
+    every machine: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(z), z = (m-1)/(m+1), |z| < 0.172,
+    summed to z^23 (error < 1e-17 relative).
+    """
+    mant, exponent = torch.frexp(x)
+    low = mant < _SQRT_HALF
+    mant = torch.where(low, mant * 2.0, mant)
+    exponent = exponent - low.to(exponent.dtype)
+    z = (mant - 1.0) / (mant + 1.0)
+    z2 = z * z
+    acc = torch.full_like(z, 1.0 / 23.0)
+    for odd in range(21, 0, -2):
+        acc = acc * z2 + 1.0 / odd
+    out = (2.0 * z) * acc + exponent.to(torch.float64) * _LN2
+    return torch.where(x > 0, out, torch.full_like(out, -math.inf))
 
 
 def _symmetric_gram(x: Tensor, block: int = 192) -> Tensor:
@@ -77,12 +137,9 @@ def _symmetric_gram(x: Tensor, block: int = 192) -> Tensor:
 
     Column block c computes the rows from c's first row down, x[lo:] x[lo:hi]^T, straight into the matrix (beta=0:
     no temporary), then copies its part below the diagonal block to the transposed place above it. A 729-row tile
-    costs ~63 % of the full product's flops. Measured inside the whole merge (bench/bench_codec.py and BENCHMARKS.md),
-    192-wide column blocks beat 128-row blocks by ~0.1 Gram and every other width tried (96-256); widths that are
-    not multiples of 64 run slower.
-
-    Off-diagonal blocks are symmetric bit for bit by construction. A diagonal block is one gemm's x_b x_b^T, which
-    is symmetric when the BLAS accumulates every dot product in the same order (MKL and OpenBLAS do; the tests check).
+    costs ~63 % of the full product's flops; 192-wide column blocks measured fastest (BENCHMARKS.md, issue 3).
+    With the integer-valued float64 input of :func:`dpc_knn_merge` every entry is exact, so the matrix is
+    symmetric whatever the BLAS does inside a block.
     """
     t, n, _ = x.shape
     gram = torch.empty(t, n, n, dtype=x.dtype, device=x.device)
@@ -93,26 +150,15 @@ def _symmetric_gram(x: Tensor, block: int = 192) -> Tensor:
     return gram
 
 
-def _pairwise_sq_dists(x: Tensor) -> Tensor:
-    """Squared Euclidean distances d2[T, N, N] = (|x_i|^2 + |x_j|^2) - 2 x_i.x_j from one Gram matmul, in place.
+def _pairwise_sq_dists(x_int: Tensor) -> Tensor:
+    """Exact squared distances d2[T, N, N] = (|x_i|^2 + |x_j|^2) - 2 x_i.x_j of integer-valued float64 features.
 
-    |x_i|^2 is read off the Gram's own diagonal, so the self-distance is exactly 0 (2a - 2a), and d2 is symmetric
-    bit for bit (the Gram is): mutual neighbours get exactly equal densities, as in the paper's equations
-    (d(i, j) = d(j, i)), and the tie rules then apply.
-
-    The outer sum is a K=2 matmul [sq_i, 1] . [1, sq_j] accumulated onto beta * G with beta = -2: one pass over the
-    N x N matrix instead of three. The products by 1 and the scaling by -2 are exact, so the result is
-    round(round(sq_i + sq_j) - 2 G_ij), equal to the two-step form (checked in test_codec_merging.py).
-
-    Not clamped: near-duplicates can come out as tiny negatives. Clamping is monotone, so callers clamp only the
-    few values they read (order statistics and minima of the clamped matrix are the clamped ones of this one).
+    |x_i|^2 is read off the Gram's diagonal. The outer sum is a K=2 matmul [sq_i, 1] . [1, sq_j] accumulated onto
+    beta * G with beta = -2: one pass over the N x N matrix instead of three. All values are integers below 2^53
+    (``_gram_bits``), so the result is exact: symmetric, never negative, 0 on the diagonal.
     """
-    gram = _symmetric_gram(x)  # [T, N, N]
+    gram = _symmetric_gram(x_int)  # [T, N, N]
     sq = gram.diagonal(dim1=1, dim2=2).contiguous()  # [T, N] (a strided view would make the stacks slow)
-    # NaN/Inf in x shows up on the diagonal (amax propagates NaN); 4 max|x|^2 bounds every term of d2
-    # (Cauchy-Schwarz), so when it is finite nothing below overflows.
-    if not float(sq.amax()) * 4 <= torch.finfo(x.dtype).max:  # False for NaN too
-        raise ValueError(f"x of shape {tuple(x.shape)} contains NaN/Inf or values too large for {x.dtype}")
     ones = torch.ones_like(sq)
     return gram.baddbmm_(torch.stack([sq, ones], 2), torch.stack([ones, sq], 1), beta=-2.0)
 
@@ -121,9 +167,10 @@ def _pairwise_sq_dists(x: Tensor) -> Tensor:
 def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     """Merge the N features of every tile into n_c cluster means with DPC-KNN (TOFC, Yuan et al., sec. IV-A).
 
-    Fully vectorized over tiles: one batched symmetric Gram product gives all pairwise squared distances; after it,
+    Fully vectorized over tiles: one batched exact Gram product gives all pairwise squared distances; after it,
     one in-place pass, one top-(K+1) and O(N * (K + n_c)) work, plus a row scan per local density peak. No Python
-    loops over N or T.
+    loops over N or T. Tiles are independent: merging a batch equals merging its tiles one by one, and the result
+    is the same on every CPU, thread count and BLAS (see the module docstring).
 
     Args:
         x: Tensor[T, N, D], float32 (or float64), the vision features of T tiles (e.g. 729x1152 or 576x1024).
@@ -141,16 +188,17 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     t, n, d = x.shape
     idx = torch.arange(n, device=x.device)
 
-    d2 = _pairwise_sq_dists(x)  # [T, N, N], unclamped: every value read from it is clamped at 0 below
+    x_int, shift = _fixed_point(x, _gram_bits(d, k))
+    d2 = _pairwise_sq_dists(x_int)  # [T, N, N] exact, in units of 2^(-2 shift)
 
-    # Local density: rho = exp(-mean of the K smallest non-self squared distances). Work with m = -log(rho).
-    # Self is always among the K+1 smallest, so their sum equals the sum of the K smallest non-self distances.
-    knn_d2, knn = d2.topk(k + 1, dim=-1, largest=False)  # [T, N, K+1] ascending: equal multisets, equal sums
-    knn_d2.clamp_min_(0.0)
-    m = knn_d2.sum(-1) / k  # [T, N]; lower m = higher rho
+    # Local density: rho = exp(-mean of the K smallest non-self squared distances). Work with the sum S (exact).
+    # Self (0) is always among the K+1 smallest, so their sum equals the sum of the K smallest non-self distances;
+    # which of several equal values topk returns does not change the sum, nor any value read below.
+    knn_d2, knn = d2.topk(k + 1, dim=-1, largest=False)  # [T, N, K+1]
+    s = knn_d2.sum(-1)  # [T, N] exact integers; lower sum = higher rho
 
-    # Density rank under the strict order (rho descending, then lower index): stable sort of m ascending.
-    by_density = torch.sort(m, dim=-1, stable=True).indices  # [T, N], densest first
+    # Density rank under the strict order (rho descending, then lower index): stable sort of S ascending.
+    by_density = torch.sort(s, dim=-1, stable=True).indices  # [T, N], densest first
     rank = torch.empty(t, n, dtype=torch.long, device=x.device)
     rank.scatter_(1, by_density, idx.expand(t, n))  # rank[t, i]
     densest = by_density[:, :1]  # [T, 1]; no denser feature: delta = its maximum distance
@@ -160,32 +208,36 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     # rest (local density peaks, typically a few per tile) need a scan of their whole row, O(peaks * N) instead of
     # an N x N mask.
     knn_denser = rank.gather(1, knn.view(t, -1)).view(t, n, k + 1) < rank.unsqueeze(2)  # self is never denser
-    delta2 = knn_d2.masked_fill_(~knn_denser, float("inf")).amin(-1)  # [T, N]
+    delta2 = knn_d2.masked_fill_(~knn_denser, math.inf).amin(-1)  # [T, N]
     peak = ~knn_denser.any(-1)
     peak.scatter_(1, densest, False)
     pt, pi = peak.nonzero(as_tuple=True)  # [P] tile and feature of every local peak
     if pt.numel():
         rows = d2[pt, pi]  # [P, N] copy
-        rows.masked_fill_(rank[pt] >= rank[pt, pi].unsqueeze(1), float("inf"))  # keep only denser features
+        rows.masked_fill_(rank[pt] >= rank[pt, pi].unsqueeze(1), math.inf)  # keep only denser features
         delta2[pt, pi] = rows.amin(-1)
     delta2.scatter_(1, densest, torch.gather(d2, 1, densest.unsqueeze(2).expand(t, 1, n)).amax(-1))
-    delta2.clamp_min_(0.0)
 
-    # log(rho * delta) = -m + 0.5 * log(delta^2); log(0) = -inf is fine (duplicates rank last, then by index).
-    score = torch.log(delta2).mul_(0.5).sub_(m)
+    # log(rho * delta) = log(delta^2) / 2 - S / K (real units); the tile's scale adds a constant per tile, which does
+    # not change the order within it. log(0) = -inf: duplicates rank last, then by index.
+    unit = torch.ldexp(torch.ones(t, dtype=torch.float64, device=x.device), -2 * shift) / k  # [T]
+    score = _exact_log(delta2).mul_(0.5).sub_(s * unit.unsqueeze(1))
     order = torch.sort(score, dim=-1, descending=True, stable=True).indices  # stable: ties -> lower index first
     centres = order[:, :n_c].sort(dim=-1).values  # [T, C], ascending feature index
 
-    # Nearest centre, from the same distances that chose the centres (no second matmul): the centres' rows of d2
-    # (contiguous, cheaper to gather than its columns; d2 is symmetric). min over the centre axis returns the first
-    # minimum: the centre with the lower feature index.
-    assignment = torch.gather(d2, 1, centres.unsqueeze(2).expand(t, n_c, n)).clamp_min_(0.0).min(1).indices  # [T, N]
+    # Nearest centre, from the same distances that chose the centres: the centres' rows of d2 (d2 is symmetric;
+    # rows are contiguous, cheaper to gather than columns). min over the centre axis returns the first minimum: the
+    # centre with the lower feature index.
+    assignment = torch.gather(d2, 1, centres.unsqueeze(2).expand(t, n_c, n)).min(1).indices  # [T, N]
     del d2
     # A centre always belongs to its own cluster (matters only for duplicated centres).
     assignment.scatter_(1, centres, torch.arange(n_c, device=x.device).expand(t, n_c))
 
-    # Average pooling per cluster as one batched matmul with the one-hot assignment. index_add_ was no faster in the
-    # whole merge once measured without position bias, and on CUDA it adds atomically (run-to-run rounding changes).
-    one_hot = (assignment.unsqueeze(1) == torch.arange(n_c, device=x.device).view(1, n_c, 1)).to(x.dtype)
-    merged = torch.bmm(one_hot, x) / one_hot.sum(-1, keepdim=True)  # every cluster holds at least its centre
+    # Average pooling per cluster: one batched matmul of the one-hot assignment with a fine fixed point of x, whose
+    # sums are exact; the mean is one correctly rounded division, then back to the input's scale and dtype.
+    x_pool, pool_shift = _fixed_point(x, _pool_bits(n))
+    one_hot = (assignment.unsqueeze(1) == torch.arange(n_c, device=x.device).view(1, n_c, 1)).to(torch.float64)
+    sums = torch.bmm(one_hot, x_pool)  # [T, C, D] exact
+    means = sums / one_hot.sum(-1, keepdim=True)  # every cluster holds at least its centre
+    merged = torch.ldexp(means, -pool_shift.view(-1, 1, 1)).to(x.dtype)
     return MergeResult(merged, assignment, centres)
