@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tofc_ros"
-PURE = ["codec", "backbones", "pipeline", "train", "eval", "launcher", "config.py", "resources.py", "zstd_frames.py"]
+PURE = ["codec", "backbones", "pipeline", "train", "eval", "data", "launcher", "config.py", "resources.py",
+        "zstd_frames.py"]
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "tofc_msgs", "diagnostic_msgs")
 
 
@@ -32,6 +33,6 @@ def test_pure_layers_do_not_import_ros(part):
 
 
 def test_lower_layers_do_not_import_nodes():
-    for part in ("codec", "backbones", "pipeline"):
+    for part in ("codec", "backbones", "pipeline", "data"):
         for f in (PACKAGE / part).rglob("*.py"):
             assert not any(i.startswith("tofc_ros.nodes") for i in _imports(f)), f
