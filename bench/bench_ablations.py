@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.eval.easyvqa import load_split, num_questions  # noqa: E402
+from tofc_ros.data.easyvqa import load_split, num_questions  # noqa: E402
 from tofc_ros.eval.rate_accuracy import Point, _Models, evaluate_point  # noqa: E402
 
 

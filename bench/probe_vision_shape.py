@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tofc_ros.eval.easyvqa import COLOURS, SHAPES, VQAImage, load_split, object_label
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, VQAImage, load_split, object_label
 from tofc_ros.train.common import PixelPath, set_threads
 from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.pretrain import vision_batch

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.eval.easyvqa import COLOURS, SHAPES, load_split  # noqa: E402
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, load_split  # noqa: E402
 from tofc_ros.train.common import PixelPath, set_threads  # noqa: E402
 from tofc_ros.train.llava import TrainableLlava  # noqa: E402
-from tofc_ros.train.merge import MERGE_METHODS, merge_features  # noqa: E402
-from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats  # noqa: E402
+from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features  # noqa: E402
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats  # noqa: E402
 from tofc_ros.train.pretrain import vision_batch  # noqa: E402
 
 

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from tofc_ros.codec import available_codecs, codec_for_payload, load_codec, peek_header
+from tofc_ros.codec import available_codecs, codec_for_header, load_codec, peek_header
 
 FEATURE_CODECS = ["fp16/1", "fp16-zstd/1", "quant-zstd/1"]
 
 
 def test_registry_lists_all_formats():
-    assert set(available_codecs()) == {"tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "jpeg/1", "webp/1"}
+    assert set(available_codecs()) == {"tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "jpeg/1", "webp/1",
+                                       "rgb8/1", "placeholder-zstd/1"}
     assert load_codec("fp16-zstd").format == "fp16-zstd/1"  # version optional
     with pytest.raises(ValueError, match="unknown codec 'nope'"):
         load_codec("nope")
@@ -23,24 +24,24 @@ def test_registry_lists_all_formats():
 
 
 @pytest.mark.parametrize("name", FEATURE_CODECS)
-@pytest.mark.parametrize("kind", ["constant", "empty", "random", "fp16-exact"])
+@pytest.mark.parametrize("kind", ["constant", "one", "random", "fp16-exact"])
 def test_feature_round_trip(name, kind):
-    x = {"constant": torch.full((2, 3, 8), 1.5), "empty": torch.zeros(0, 4, 8),
+    x = {"constant": torch.full((2, 3, 8), 1.5), "one": torch.full((1, 1, 1), -2.0),
          "random": torch.randn(3, 16, 32) * 4, "fp16-exact": torch.randn(2, 5, 8).half().float()}[kind]
     codec = load_codec(name)
     payload = codec.encode(x)
     y = codec.decode(payload)
     assert y.shape == x.shape and y.dtype == torch.float32
-    assert peek_header(payload).shape == tuple(x.shape)
-    if name.startswith("fp16") and kind in ("constant", "empty", "fp16-exact"):
+    assert peek_header(payload).feature_shape == tuple(x.shape)
+    if name.startswith("fp16") and kind in ("constant", "one", "fp16-exact"):
         assert torch.equal(y, x)  # bit-exact where float16 represents the input
     elif name.startswith("fp16"):
         torch.testing.assert_close(y, x, rtol=1e-3, atol=1e-3)
     else:
         span = float(x.max() - x.min()) if x.numel() else 0.0
-        assert float((y - x).abs().max()) <= span / 255 / 2 + 1e-5 if x.numel() else True
+        assert float((y - x).abs().max()) <= span / 255 / 2 + 1e-5
     assert codec.encode(x) == payload  # deterministic bytes
-    assert codec_for_payload(payload).decode(payload).shape == x.shape
+    assert codec_for_header(peek_header(payload)).decode(payload).shape == x.shape
 
 
 @pytest.mark.parametrize("bits", [1, 4, 8, 12, 16])
@@ -59,7 +60,8 @@ def test_zstd_smaller_than_raw_on_redundant_data():
 
 @pytest.mark.parametrize("bad,exc", [
     (torch.randn(4, 4), ValueError), (torch.ones(1, 2, 2, dtype=torch.int64), TypeError),
-    (torch.full((1, 1, 2), float("nan")), ValueError), (torch.full((1, 1, 2), 1e6), ValueError)])
+    (torch.full((1, 1, 2), float("nan")), ValueError), (torch.full((1, 1, 2), 1e6), ValueError),
+    (torch.zeros(0, 4, 8), ValueError), (torch.zeros(1, 0, 8), ValueError)])
 def test_feature_input_validation(bad, exc):
     with pytest.raises(exc):
         load_codec("fp16/1").encode(bad)
@@ -76,8 +78,18 @@ def test_image_codecs(name):
     assert np.abs(out.astype(int) - img).mean() < 3
     assert len(p_lo) < len(p_hi)
     assert lo.decode(p_hi).shape == img.shape  # quality is not needed to decode
-    assert peek_header(p_hi).shape == (48, 64, 3) and peek_header(p_hi).format == name
+    assert peek_header(p_hi).image_size == (48, 64) and peek_header(p_hi).format == name
     with pytest.raises(TypeError):
         hi.encode(img.astype(np.float32))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         hi.encode(img[..., :2])
+
+
+@pytest.mark.parametrize("name", ["rgb8/1", "placeholder-zstd/1"])
+def test_lossless_image_codecs(name):
+    img = (np.random.default_rng(3).random((7, 9, 3)) * 255).astype(np.uint8)
+    codec = load_codec(name)
+    payload = codec.encode(img)
+    assert np.array_equal(codec.decode(payload), img) and peek_header(payload).image_size == (7, 9)
+    if name == "rgb8/1":
+        assert len(payload) == 7 * 9 * 3 + 64 + 4 + 4  # header, section length, CRC

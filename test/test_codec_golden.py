@@ -6,7 +6,8 @@ What is pinned is only what the codec defines to be bit-exact on every machine:
     script, is the fixture) and an input drawn from numpy's PCG64;
   * the decoded tensor of that payload (integer symbols + exact means);
   * the baselines' payloads: fp16 conversion, the float64 quantiser and zstd (zstandard is pinned in
-    requirements/constraints.txt, so its bytes are fixed too).
+    requirements/constraints.txt, so its bytes are fixed too), and the lossless image containers;
+  * the container's header fields (fingerprints, image size, grid, shape, split point) inside those bytes.
 Nothing here is built from torch's RNG or a BLAS product, which differ across CPUs.
 
 Regenerate after an intentional format change with ``GENERATE_EXPECTED=1 pytest test/test_codec_golden.py``
@@ -21,7 +22,7 @@ import pathlib
 import numpy as np
 import torch
 
-from tofc_ros.codec import load_codec
+from tofc_ros.codec import FrameContext, load_codec
 
 HERE = pathlib.Path(__file__).parent
 EXPECTED = HERE / "expected" / "codec_golden.json"
@@ -39,6 +40,15 @@ def golden_input() -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32))
 
 
+# A 480x640 camera frame on a 1x2 grid: 3 tiles with the thumbnail; made after 26 vision layers of some backbone.
+CONTEXT = FrameContext(bytes.fromhex("00112233445566778899aabbccddeeff"), (480, 640), (1, 2), 26)
+
+
+def golden_image() -> np.ndarray:
+    """uint8 [12, 20, 3] from PCG64."""
+    return np.random.default_rng(5).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+
+
 def _compute() -> dict:
     x = golden_input()
     tofc = load_codec(FIXTURE)
@@ -46,9 +56,15 @@ def _compute() -> dict:
               "quant-zstd/1": load_codec("quant-zstd/1", bits=6)}
     out = {"tofc_fingerprint": tofc.fingerprint.hex(), "input_sha256": _sha(x.numpy().tobytes())}
     for name, codec in codecs.items():
-        payload = codec.encode(x)
+        payload = codec.encode(x, CONTEXT)
         out[name] = {"bytes": len(payload), "payload_sha256": _sha(payload),
                      "decoded_sha256": _sha(codec.decode(payload).numpy().tobytes())}
+    img = golden_image()
+    for name in ("rgb8/1", "placeholder-zstd/1"):  # lossless, no float path: pinned too
+        codec = load_codec(name)
+        payload = codec.encode(img)
+        assert np.array_equal(codec.decode(payload), img)
+        out[name] = {"bytes": len(payload), "payload_sha256": _sha(payload)}
     return out
 
 
@@ -61,7 +77,7 @@ def test_golden_bitstreams():
     expected = json.loads(EXPECTED.read_text())
     assert actual["input_sha256"] == expected["input_sha256"], "the PCG64 input changed (numpy's generator?)"
     assert actual["tofc_fingerprint"] == expected["tofc_fingerprint"], "the committed fixture file changed"
-    for name in ("tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1"):
+    for name in ("tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "rgb8/1", "placeholder-zstd/1"):
         assert actual[name] == expected[name], f"{name}: bitstream or decoded tensor changed"
 
 
@@ -69,5 +85,5 @@ def test_fixture_tofc_round_trip_is_within_half_a_step():
     # The golden above would also pin a broken codec; this checks the pinned path decodes what was encoded.
     x = golden_input()
     codec = load_codec(FIXTURE)
-    x_hat = codec.decode(codec.encode(x))
+    x_hat = codec.decode(codec.encode(x, CONTEXT))
     assert float((x_hat - x).abs().max()) <= codec.model.cfg.y_step / 2 + 1e-6

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
@@ -61,12 +60,3 @@ def test_shipped_config_files_name_every_parameter_and_validate(cls, name):
     values = read_params_file(ROOT / "config" / f"{name}.yaml", f"{name}_node")
     assert set(values) == {f.name for f in dataclasses.fields(cls)}, "config file and schema disagree"
     cls.from_mapping(values)
-
-
-@pytest.mark.parametrize("cls", [DeviceConfig, ServerConfig])
-def test_every_declared_parameter_is_read_by_the_code(cls):
-    """A parameter nobody reads is a lie to the user (the anti-pattern of ignored configuration)."""
-    sources = "\n".join(p.read_text() for p in (ROOT / "tofc_ros").rglob("*.py") if p.name != "config.py")
-    unused = [f.name for f in dataclasses.fields(cls)
-              if not re.search(rf"(config|cfg)\.{f.name}\b", sources)]
-    assert not unused, f"{cls.__name__} declares parameters no code reads: {unused}"

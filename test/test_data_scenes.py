@@ -15,7 +15,7 @@ import pytest
 
 from tofc_ros.data import scenes
 from tofc_ros.data.scenes import COLOURS, PALETTE, SHAPES, TEMPLATES
-from tofc_ros.eval import easyvqa
+from tofc_ros.data import easyvqa
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import pytest
 
 from tofc_ros.eval.latency import model_latency
 from tofc_ros.eval.rate_accuracy import Point, PointResult, bytes_at_accuracy, evaluate_point
-from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.pretrain import TinyModelConfig, build_tiny_ov
 
 
@@ -39,7 +39,7 @@ def test_points_send_real_payloads(tmp_path):
     raw = evaluate_point(Point("raw", "fp16", "features", "fp16/1", m), items)
     merged = evaluate_point(Point("m", "merge-fp16", "features", "fp16/1", m, n_c=16), items)
     jpeg = evaluate_point(Point("j", "jpeg", "image", "jpeg/1", m, {"quality": 50}), items)
-    overhead = 40 + 4 + 4  # container header, one section length, CRC32
+    overhead = 64 + 4 + 4  # container header, one section length, CRC32
     assert raw.bytes_per_image == 2 * 729 * 32 * 2 + overhead
     assert merged.bytes_per_image == 2 * 16 * 32 * 2 + overhead
     assert 0 < jpeg.bytes_per_image < 64 * 64 * 3

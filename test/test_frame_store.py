@@ -1,41 +1,71 @@
-"""The device's frame store: bounded memory, newest-frame-wins, rate limit, round robin, on-demand nearest."""
+"""The device's frame store: bounded memory, newest-frame-wins, rate limit, round robin, on-demand nearest.
+
+Time comes from a fake clock: nothing here sleeps or depends on the machine's speed.
+"""
 
 from __future__ import annotations
 
-import time
+import threading
 
-from tofc_ros.pipeline.frames import LATEST, FrameStore
+from tofc_ros.pipeline.frame_store import LATEST, FrameStore
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_continuous_keeps_only_the_newest_frame_and_counts_drops():
-    store = FrameStore(["a"], history=0, min_period_s=0.0)
+    store = FrameStore(["a"], history=0, min_period_s=0.0, clock=FakeClock())
     assert store.put("a", 1, "f1") is False
     assert store.put("a", 2, "f2") is True  # f1 never encoded: dropped
-    assert store.take(0.1) == ("a", 2, "f2")
-    assert store.take(0.05) is None
+    assert store.poll() == ("a", 2, "f2")
+    assert store.poll() is None
 
 
 def test_continuous_rate_limit_and_round_robin():
-    store = FrameStore(["a", "b"], history=0, min_period_s=0.2)
+    clock = FakeClock()
+    store = FrameStore(["a", "b"], history=0, min_period_s=0.2, clock=clock)
     store.put("a", 1, "a1")
     store.put("b", 1, "b1")
-    assert {store.take(0.1)[0], store.take(0.1)[0]} == {"a", "b"}
+    assert {store.poll()[0], store.poll()[0]} == {"a", "b"}
     store.put("a", 2, "a2")
-    t0 = time.monotonic()
-    assert store.take(1.0) == ("a", 2, "a2")
-    assert time.monotonic() - t0 >= 0.15  # waited out the camera's period
+    clock.now += 0.19
+    assert store.poll() is None  # camera a's period has not passed
+    store.put("a", 3, "a3")  # replaces a2, still waiting
+    clock.now += 0.01
+    assert store.poll() == ("a", 3, "a3")
+    store.put("b", 2, "b2")
+    store.put("a", 4, "a4")
+    clock.now += 0.2
+    assert [store.poll()[0], store.poll()[0]] == ["b", "a"]  # round robin: b waited longer
+
+
+def test_take_waits_for_work_put_by_another_thread():
+    store = FrameStore(["a"], history=0, min_period_s=0.0)
+    got = []
+    taker = threading.Thread(target=lambda: got.append(store.take(timeout=30)))
+    taker.start()
+    store.put("a", 7, "f7")
+    taker.join(30)
+    assert got == [("a", 7, "f7")]
+    store.close()
+    assert store.take(timeout=30) is None  # closed: returns at once
 
 
 def test_on_demand_encodes_the_nearest_frame_once_and_bounds_history():
-    store = FrameStore(["a"], history=3, min_period_s=0.0)
+    store = FrameStore(["a"], history=3, min_period_s=0.0, clock=FakeClock())
     for stamp in (10, 20, 30, 40):
         store.put("a", stamp, f"f{stamp}")
-    assert store.take(0.05) is None  # nothing requested
+    assert store.poll() is None  # nothing requested
     store.request("a", 22, tolerance_ns=5)
-    assert store.take(0.1) == ("a", 20, "f20")
+    assert store.poll() == ("a", 20, "f20")
     store.request("a", 21, tolerance_ns=5)  # same frame again: already sent
     store.request("a", 10, tolerance_ns=5)  # evicted from the 3-frame history
     store.request("a", LATEST, tolerance_ns=0)
-    assert store.take(0.1) == ("a", 40, "f40")
-    assert store.take(0.05) is None
+    assert store.poll() == ("a", 40, "f40")
+    assert store.poll() is None
     assert store.request("zzz", 1, 0) is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tofc_ros.pipeline.records import Status
 from tofc_ros.pipeline.pairing import LATEST, FrameCache, Pairing, Refused, Waiting
 
 
@@ -49,14 +50,14 @@ def test_duplicate_ids_and_the_bound_are_refused():
     pairing.ask(_w("a"))
     with pytest.raises(Refused) as exc:
         pairing.ask(_w("a"))
-    assert exc.value.status == "BAD_REQUEST"
+    assert exc.value.status == Status.BAD_REQUEST
     with pytest.raises(Refused) as exc:
         pairing.ask(_w("b"), in_flight=1)
-    assert exc.value.status == "BUSY"
+    assert exc.value.status == Status.BUSY
     pairing.add_frame("front", 1, "f1")  # releases "a"
     with pytest.raises(Refused) as exc:  # a cached frame still counts against the bound
         pairing.ask(_w("c"), in_flight=2)
-    assert exc.value.status == "BUSY"
+    assert exc.value.status == Status.BUSY
 
 
 def test_a_tolerance_pairs_the_nearest_frame_within_it():

@@ -13,9 +13,10 @@ from rosbags.rosbag2 import Reader
 
 from tofc_ros.eval.replay import BagError, BagWriter, iter_messages, read_replay_bag
 from tofc_ros.eval.replay.bags import BagQuestion
-from tofc_ros.eval.replay.messages import answer_cdr, answer_record, image_cdr, question_cdr
+from tofc_ros.eval.replay.messages import answer_cdr, answer_record, features_cdr, image_cdr, question_cdr
 from tofc_ros.eval.replay.sample import write_sample_bag
 from tofc_ros.eval.replay.typestore import ANSWER, FEATURES, IMAGE, QUESTION, typestore
+from tofc_ros.pipeline.records import AnswerRecord, Status
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "easyvqa_sample.mcap"
@@ -23,15 +24,7 @@ STORAGES = ["mcap", "sqlite3"]
 
 
 def _features_cdr(stamp_ns: int, payload: bytes) -> bytes:
-    store = typestore()
-    msg = store.types[FEATURES]
-    Time, Header = store.types["builtin_interfaces/msg/Time"], store.types["std_msgs/msg/Header"]
-    t = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    m = msg(header=Header(stamp=t, frame_id="f"), camera="front", sequence=3, format="fp16/1",
-            codec_fingerprint="0" * 32, backbone_fingerprint="1" * 32, image_height=4, image_width=5, grid_rows=1,
-            grid_cols=1, n_tiles=1, n_clusters=2, feature_dim=8, payload=np.frombuffer(payload, np.uint8),
-            vision_ms=1.0, merge_ms=2.0, encode_ms=3.0, device_ms=4.0, sent=t)
-    return bytes(store.serialize_cdr(m, FEATURES))
+    return features_cdr("f", "front", stamp_ns, 3, "fp16/1", payload, device_ms=4.0, sent=stamp_ns)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -44,11 +37,12 @@ def test_round_trip_keeps_every_message_and_the_ros2_bag_type_hashes(tmp_path, s
             written.append(("/cam", IMAGE, t, image_cdr(rng.integers(0, 255, (6, 7, 3), dtype=np.uint8), t)))
             written.append(("/questions", QUESTION, t + 1, question_cdr(BagQuestion(t + 1, f"q{i}", "What?"), t + 1)))
             written.append(("/features", FEATURES, t + 2, _features_cdr(t, rng.bytes(100))))
-            written.append(("/answers", ANSWER, t + 3, answer_cdr(f"q{i}", "NO_FRAME", error="none", total_ms=1.5)))
+            answer = AnswerRecord(f"q{i}", Status.NO_FRAME, error="none", total_ms=1.5)
+            written.append(("/answers", ANSWER, t + 3, answer_cdr(answer)))
         for row in written:
             w.write(*row)
     assert sorted(iter_messages(tmp_path / "bag")) == sorted(written)
-    assert answer_record(written[3][3]).status == "NO_FRAME"
+    assert answer_record(written[3][3]).status == Status.NO_FRAME
 
     # Connection metadata equals what `ros2 bag record` stores: the definition text and the RIHS01 hash that
     # rosidl generated for our interface package (share/tofc_msgs/msg/*.json).
@@ -75,7 +69,7 @@ def test_rclpy_reads_our_cdr_bytes_unchanged():
     assert (again.question_id, again.image_stamp.nanosec, again.timeout_s) == ("q1", 7, 2.5)
     ans = Answer(question_id="q1", status=Answer.STATUS_BUSY, error="full", payload_bytes=9, total_ms=2.0)
     rec = answer_record(serialize_message(ans))
-    assert (rec.question_id, rec.status, rec.error, rec.payload_bytes, rec.total_ms) == ("q1", "BUSY", "full", 9, 2.0)
+    assert (rec.question_id, rec.status, rec.error, rec.payload_bytes, rec.total_ms) == ("q1", Status.BUSY, "full", 9, 2.0)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -193,7 +187,7 @@ def test_writer_refuses_an_existing_path_and_a_type_change(tmp_path):
     with pytest.raises(ValueError, match="storage must be one of"):
         BagWriter(tmp_path / "y", "rosbag1")
     with BagWriter(tmp_path / "z") as w:
-        w.write("/a", ANSWER, 1, answer_cdr("q"))
+        w.write("/a", ANSWER, 1, answer_cdr(AnswerRecord("q", Status.OK)))
         with pytest.raises(ValueError, match="already carries tofc_msgs/msg/Answer"):
             w.write("/a", QUESTION, 2, question_cdr(BagQuestion(0, "q", "x"), 0))
 
@@ -205,7 +199,7 @@ def test_background_writer_accepts_writes_from_any_thread(tmp_path, storage):
     from tofc_ros.eval.replay.bags import BackgroundBagWriter
 
     w = BackgroundBagWriter(tmp_path / "bag", storage)
-    threads = [threading.Thread(target=lambda i=i: w.write(f"/a{i}", ANSWER, i + 1, answer_cdr(f"q{i}")))
+    threads = [threading.Thread(target=lambda i=i: w.write(f"/a{i}", ANSWER, i + 1, answer_cdr(AnswerRecord(f"q{i}", Status.OK))))
                for i in range(4)]
     for t in threads:
         t.start()

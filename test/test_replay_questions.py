@@ -12,7 +12,8 @@ from tofc_ros.eval.replay import (REPORT_FILES, ReplayLog, build_report, is_corr
                                   markdown_summary, normalise, questions_for, sidecar_path, write_questions_file,
                                   write_report)
 from tofc_ros.eval.replay.bags import BagQuestion, Frame, ReplayBag
-from tofc_ros.eval.replay.messages import answer_cdr, answer_record, FeaturesInfo
+from tofc_ros.eval.replay.messages import answer_cdr, answer_record, features_cdr, features_frame
+from tofc_ros.pipeline.records import AnswerRecord, Status
 
 
 def test_normalise_and_exact_match():
@@ -81,12 +82,13 @@ def _log() -> ReplayLog:
     for i, (qid, status, text, size, total) in enumerate(specs):
         log.asked.append((BagQuestion(i, qid, f"question {i}?", "front", 7), 0.1 * i))
         if status:
-            rec = answer_record(answer_cdr(qid, status, text, payload_bytes=size, device_ms=1.0, transfer_ms=2.0,
-                                           wait_ms=3.0, server_ms=4.0, total_ms=total,
-                                           error="" if status == "OK" else "no frame"))
+            rec = answer_record(answer_cdr(AnswerRecord(
+                qid, Status[status], text=text, payload_bytes=size, device_ms=1.0, transfer_ms=2.0, wait_ms=3.0,
+                server_ms=4.0, total_ms=total, error="" if status == "OK" else "no frame")))
             log.answers[qid] = (rec, 0.1 * i + total / 1000)
     log.frames = [(7, 0.0), (8, 0.5), (9, 1.0)]
-    log.features = [(FeaturesInfo(7, "front", 0, "x", 300), 0.01), (FeaturesInfo(9, "front", 1, "x", 500), 1.01)]
+    log.features = [(features_frame(features_cdr("cam", "front", 7, 0, "x", bytes(300))), 0.01),
+                    (features_frame(features_cdr("cam", "front", 9, 1, "x", bytes(500))), 1.01)]
     return log
 
 
@@ -129,3 +131,14 @@ def test_report_without_answers_or_ground_truth(tmp_path):
     assert s["accuracy"] is None and s["bytes_per_question"]["mean"] is None and s["drop_rate"] is None
     assert "no ground truth" in markdown_summary(report)
     assert np.isfinite(json.loads((tmp_path / "report.json").read_text())["summary"]["questions"])
+
+
+def test_answer_and_features_messages_round_trip_through_cdr():
+    rec = AnswerRecord("q", Status.MODEL_MISMATCH, "other weights", "", "front", 5, "tofc/1", 99, 1.5, 2.5, 3.5,
+                       4.5, 12.0)
+    assert answer_record(answer_cdr(rec, stamp=3)) == rec
+    frame = features_frame(features_cdr("cam", "front", 11, 4, "tofc/1", b"abc", device_ms=2.0, sent=9),
+                           arrival_ns=20, keep_payload=True)
+    assert (frame.camera, frame.stamp_ns, frame.sequence, frame.format, frame.payload) == ("front", 11, 4, "tofc/1",
+                                                                                          b"abc")
+    assert (frame.payload_size, frame.device_ms, frame.sent_ns, frame.arrival_ns) == (3, 2.0, 9, 20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tofc_ros.eval.easyvqa import COLOURS, SHAPES, load_split, object_label
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, load_split, object_label
 from tofc_ros.train.counterfactual import Counterfactuals, swap_probability
 
 

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.common import PixelPath
-from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.train.pretrain import (
     MergedStageConfig,
     PretrainConfig,

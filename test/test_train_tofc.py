@@ -49,7 +49,7 @@ def test_lambda_r_is_the_codec_rate(tiny_dir, tmp_path):
     torch.manual_seed(0)
     terms = tr.loss_terms(batch, temperature=2.0)
     # Recompute the rate independently from the codec on the same merged features.
-    from tofc_ros.train.merge import merge_features
+    from tofc_ros.train.differentiable_merge import merge_features
     from tofc_ros.train.pretrain import vision_batch
 
     with torch.no_grad():

@@ -11,6 +11,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from tofc_msgs.msg import CompressedFeatures
 
+from tofc_ros.nodes.parameters import qos
 from tofc_ros.nodes.uplink_node import UplinkNode
 from tofc_ros.pipeline.uplink import Link
 
@@ -38,7 +39,33 @@ def test_relay_delays_by_size_over_rate_plus_latency(ros):
         msg = CompressedFeatures(camera=f"c{i}")
         msg.payload = bytes(25_000)  # 0.5 s each at 0.4 Mbit/s
         pub.publish(msg)
-    wait_for(lambda: len(got) == 2, timeout=10)
+    wait_for(lambda: len(got) == 2, timeout=30)
     assert [m.camera for _, m in got] == ["c0", "c1"] and len(got[1][1].payload) == 25_000
-    assert 0.55 <= got[0][0] - sent < 1.2  # 0.5 s on the wire + 0.1 s latency
-    assert 1.05 <= got[1][0] - sent < 1.8  # waited for the first to leave the link
+    # Lower bounds only: a loaded machine delivers later, never earlier (the timing itself is the link model's,
+    # tested above without a clock).
+    assert got[0][0] - sent >= 0.6  # 0.5 s on the wire + 0.1 s latency
+    assert got[1][0] - sent >= 1.1  # waited for the first to leave the link
+
+
+@pytest.mark.parametrize("device_reliability", ["reliable", "best_effort"])
+def test_every_device_qos_reaches_the_far_side(ros, device_reliability):
+    ros.add(UplinkNode(context=ros.context, parameter_overrides=[Parameter("rate_mbps", value=100.0),
+                                                                 Parameter("latency_ms", value=0.0)]))
+    probe = ros.add(Node("uplink_qos_probe", context=ros.context))
+    pub = probe.create_publisher(CompressedFeatures, "features_in", qos(device_reliability, 10))
+    got = []
+    probe.create_subscription(CompressedFeatures, "features_out", got.append, qos("reliable", 10))
+    wait_for(lambda: pub.get_subscription_count() and probe.count_subscribers("features_out"))
+    wait_for(lambda: (pub.publish(CompressedFeatures(camera="x")), got)[1], timeout=10)  # best effort may drop one
+    assert got[0].camera == "x"
+
+
+def test_shutdown_joins_the_delivery_thread_with_messages_still_queued(ros):
+    node = UplinkNode(context=ros.context, parameter_overrides=[Parameter("rate_mbps", value=0.001)])
+    ros.add(node)
+    node._on_message(bytes(1000))  # 8 s on a 1 kbit/s link: still queued at shutdown
+    assert node._thread.is_alive() and len(node._queue) == 1
+    ros.executor.remove_node(node)
+    ros.nodes.remove(node)
+    node.destroy_node()
+    assert not node._thread.is_alive()  # joined: it can never publish after its publisher is gone

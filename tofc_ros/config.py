@@ -1,4 +1,4 @@
-"""The one parameter schema of the device and server nodes: frozen dataclasses with ranges and descriptions.
+"""The one parameter schema of every node: frozen dataclasses with types, ranges, choices and descriptions.
 
 Pure Python (no rclpy) so configurations can be validated, documented and tested without ROS. The node layer
 (`tofc_ros.nodes.parameters`) turns each field into a declared ROS parameter with a ParameterDescriptor
@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 _RELIABILITY = ("reliable", "best_effort")
-_CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "placeholder-zstd")
+_CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "rgb8", "placeholder-zstd")
 _DTYPES = ("fp32", "bf16", "fp16")
 _DEFAULT_MODEL = "package://tofc_ros/models/easyvqa-tiny-ov"
 _DEFAULT_CODEC = "package://tofc_ros/models/easyvqa-tiny-ov/tofc_codec.safetensors"
@@ -154,7 +154,8 @@ class DeviceConfig(_Validated):
     codec: str = param(
         "tofc",
         "Payload: 'tofc' (learned codec, codec_path), feature baselines 'fp16', 'fp16-zstd', 'quant-zstd', image "
-        "baselines 'jpeg', 'webp' (the server runs the vision tower), or 'placeholder-zstd' (zstd pixels, no model)",
+        "baselines 'jpeg', 'webp', 'rgb8' (raw pixels; the server runs the vision tower), or 'placeholder-zstd' "
+        "(zstd pixels, answered without a model)",
         choices=_CODECS,
     )
     model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
@@ -178,6 +179,9 @@ class DeviceConfig(_Validated):
     image_qos_depth: int = param(1, "Camera subscription depth: 1 keeps only the newest frame", low=1, high=1000)
     features_qos_reliability: str = param("reliable", "Features publisher reliability", choices=_RELIABILITY)
     features_qos_depth: int = param(10, "Features publisher depth", low=1, high=1000)
+    questions_qos_reliability: str = param("reliable", "On-demand mode: questions subscription reliability",
+                                           choices=_RELIABILITY)
+    questions_qos_depth: int = param(100, "On-demand mode: questions subscription depth", low=1, high=100_000)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
 
 
@@ -210,11 +214,84 @@ class ServerConfig(_Validated):
         16 * 1024 * 1024, "Largest accepted payload; larger ones are answered DECODE_ERROR unread", low=1,
         high=(1 << 31) - 1,
     )
+    max_image_pixels: int = param(
+        33_554_432, "Largest image payload (width x height) answered; larger ones get DECODE_ERROR before decoding",
+        low=1, high=1 << 30)
     features_qos_reliability: str = param("reliable", "Features subscription reliability", choices=_RELIABILITY)
     features_qos_depth: int = param(10, "Features subscription depth", low=1, high=1000)
-    questions_qos_depth: int = param(100, "Questions subscription depth (reliable)", low=1, high=100_000)
-    answers_qos_depth: int = param(100, "Answers publisher depth (reliable)", low=1, high=100_000)
+    questions_qos_reliability: str = param("reliable", "Questions subscription reliability", choices=_RELIABILITY)
+    questions_qos_depth: int = param(100, "Questions subscription depth", low=1, high=100_000)
+    answers_qos_reliability: str = param("reliable", "Answers publisher reliability", choices=_RELIABILITY)
+    answers_qos_depth: int = param(100, "Answers publisher depth", low=1, high=100_000)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class UplinkConfig(_Validated):
+    """Parameters of the uplink emulator node."""
+
+    rate_mbps: float = param(10.0, "Link rate in Mbit/s", low=0.001, high=100_000.0)
+    latency_ms: float = param(20.0, "One-way latency in milliseconds", low=0.0, high=60_000.0)
+    max_backlog_s: float = param(10.0, "Longest queued transmission time before messages are dropped", low=0.0,
+                                 high=3600.0)
+    features_in_qos_reliability: str = param(
+        "best_effort", "Subscription reliability on features_in; best_effort matches a reliable or a best-effort "
+        "device publisher (REP-2003)", choices=_RELIABILITY)
+    features_in_qos_depth: int = param(100, "Subscription depth on features_in", low=1, high=100_000)
+    features_out_qos_reliability: str = param("reliable", "Publisher reliability on features_out",
+                                              choices=_RELIABILITY)
+    features_out_qos_depth: int = param(100, "Publisher depth on features_out", low=1, high=100_000)
+    diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig(_Validated):
+    """Parameters of the replay node ('auto' stands for an empty string, which launch files cannot pass)."""
+
+    bag: str = param("auto", "Input bag: rosbag2 directory or .mcap/.db3 file (required)")
+    questions_file: str = param("auto", "Questions/ground-truth JSONL; auto: <bag>.questions.jsonl if present")
+    output_dir: str = param("replay_report", "Where the answers bag and the report go")
+    mode: str = param("timed", "timed (recorded timing x rate) or fast (as fast as the graph keeps up)",
+                      choices=("timed", "fast"))
+    rate: float = param(1.0, "Playback speed factor in timed mode", low=0.01, high=1000.0)
+    camera_topic: str = param("auto", "Camera topic in the bag; auto: its only Image/CompressedImage topic")
+    questions_topic: str = param("auto", "Question topic in the bag; auto: its only Question topic")
+    storage: str = param("mcap", "Output bag storage", choices=("mcap", "sqlite3"))
+    record_features: bool = param(False, "Also record the CompressedFeatures into the output bag")
+    wait_for_features: bool = param(True, "fast mode: wait for each frame's features before going on")
+    frame_timeout_s: float = param(2.0, "fast mode: longest wait for a frame's features", low=0.0, high=3600.0)
+    answer_timeout_s: float = param(30.0, "Longest wait for an answer", low=0.1, high=86400.0)
+    startup_timeout_s: float = param(30.0, "Longest wait for the graph's subscribers", low=0.1, high=3600.0)
+    image_qos_reliability: str = param("best_effort", "Camera publisher reliability (sensor data, REP-2003)",
+                                       choices=_RELIABILITY)
+    image_qos_depth: int = param(1, "Camera publisher depth", low=1, high=1000)
+    questions_qos_reliability: str = param("reliable", "Questions publisher reliability", choices=_RELIABILITY)
+    questions_qos_depth: int = param(100, "Questions publisher depth", low=1, high=100_000)
+    answers_qos_reliability: str = param("reliable", "Answers subscription reliability", choices=_RELIABILITY)
+    answers_qos_depth: int = param(100, "Answers subscription depth", low=1, high=100_000)
+    features_qos_reliability: str = param(
+        "best_effort", "Features subscription reliability (an observer: best_effort matches any publisher)",
+        choices=_RELIABILITY)
+    features_qos_depth: int = param(100, "Features subscription depth", low=1, high=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoClientConfig(_Validated):
+    """Parameters of the demo client (a synthetic camera and an asker)."""
+
+    questions: int = param(5, "Questions to ask before exiting", low=1, high=10_000)
+    camera: str = param("front", "Camera id the questions name")
+    frame_rate_hz: float = param(10.0, "Synthetic camera frame rate", low=0.1, high=1000.0)
+    answer_timeout_s: float = param(60.0, "Longest wait for the answers before exiting", low=0.1, high=86400.0)
+    image_height: int = param(480, "Synthetic frame height", low=1, high=8192)
+    image_width: int = param(640, "Synthetic frame width", low=1, high=8192)
+    image_qos_reliability: str = param("best_effort", "Camera publisher reliability (sensor data, REP-2003)",
+                                       choices=_RELIABILITY)
+    image_qos_depth: int = param(1, "Camera publisher depth", low=1, high=1000)
+    questions_qos_reliability: str = param("reliable", "Questions publisher reliability", choices=_RELIABILITY)
+    questions_qos_depth: int = param(100, "Questions publisher depth", low=1, high=100_000)
+    answers_qos_reliability: str = param("reliable", "Answers subscription reliability", choices=_RELIABILITY)
+    answers_qos_depth: int = param(100, "Answers subscription depth", low=1, high=100_000)
 
 
 def read_params_file(path: str | Path, node_name: str, namespace: str = "/") -> dict[str, Any]:

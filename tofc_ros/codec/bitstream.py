@@ -1,58 +1,78 @@
-"""Versioned, self-describing bitstream container shared by every codec (TOFC and the baselines).
+"""The frame contract: one versioned, self-describing, checksummed container for every payload a device sends.
 
-Layout (little-endian)::
+The payload alone tells a decoder and the server everything they need: which codec and which weights made it,
+which backbone computed the features, the camera image's size, the tile grid, the shape of what is inside and where
+in the vision encoder it was taken. A ROS message around it carries only routing and timing.
+
+Layout, container version 2 (little-endian)::
 
     offset  size  field
     0       4     magic b"TOFC"
-    4       1     container version (1)
-    5       1     codec id (see CODEC_IDS: 1 tofc/1, 2 fp16/1, 3 fp16-zstd/1, 4 quant-zstd/1, 5 jpeg/1, 6 webp/1)
+    4       1     container version (2)
+    5       1     codec id (CODEC_IDS: 1 tofc/1, 2 fp16/1, 3 fp16-zstd/1, 4 quant-zstd/1, 5 jpeg/1, 6 webp/1,
+                  7 placeholder-zstd/1, 8 rgb8/1)
     6       2     flags, must be 0
-    8       16    model fingerprint (TOFC: hash of weights + config; baselines: hash of the format name)
-    24      12    shape: three u32 (T, C, D) for features, (H, W, 3) for images
-    36      2     number of sections S (<= MAX_SECTIONS)
-    38      2     reserved, must be 0
-    40      ...   S sections, each a u32 byte length followed by the bytes
+    8       16    codec fingerprint (learned codecs: hash of weights + config; others: hash of the format name)
+    24      16    backbone fingerprint (which vision tower made the features; zeros for image payloads)
+    40      4     image height (the camera image, before tiling)
+    44      4     image width
+    48      2     grid rows (anyres tiles; 1 x 1 for one-tile models; 0 x 0 for image payloads)
+    50      2     grid cols
+    52      2     tiles T (thumbnail included; 0 for image payloads)
+    54      2     tokens per tile C (merged features per tile, or all of them)
+    56      4     feature dim D
+    60      2     vision layers: encoder layers the device ran (the split point; 0 for image payloads)
+    62      2     number of sections S (<= MAX_SECTIONS)
+    64      ...   S sections, each a u32 byte length followed by the bytes
     end-4   4     CRC32 of every preceding byte
 
-The TOFC codec's sections are: expert indices (fixed-length bit packing), the z rANS string, the y rANS string.
+Sections per codec: tofc/1 expert indices (fixed-length bits), z rANS string, y rANS string; fp16/1 and fp16-zstd/1
+the (compressed) float16 values; quant-zstd/1 parameters and codes; jpeg/1, webp/1 the image file; rgb8/1 the raw
+pixels; placeholder-zstd/1 zstd-compressed rgb8 pixels.
 
 Parsing checks, in order and before allocating anything: minimum length, magic, version, codec id, flags, section
-count, every section length against the bytes that remain, no trailing bytes, CRC32, then (by the codec) the codec
-id, fingerprint, shape limits and section sizes. Every failure raises a :class:`BitstreamError` subclass whose message
-says what was wrong; ``BitstreamError`` subclasses ``ValueError`` so boundary code can catch either.
+count, the declared shapes against the limits, every section length against the bytes that remain, no trailing
+bytes, CRC32. Every failure raises a :class:`BitstreamError` subclass whose message says what was wrong;
+``BitstreamError`` subclasses ``ValueError`` so boundary code can catch either. Version 1 payloads (the shape-only
+header of earlier releases) raise :class:`UnsupportedVersionError` naming both versions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
 __all__ = [
-    "MAGIC", "VERSION", "CODEC_IDS", "Header", "pack", "parse", "peek_header", "check_feature_shape",
+    "MAGIC", "VERSION", "CODEC_IDS", "HEADER_SIZE", "NO_FINGERPRINT", "FrameHeader", "FrameContext", "pack",
+    "parse", "peek_header", "format_fingerprint",
     "BitstreamError", "TruncatedError", "TrailingDataError", "BadMagicError", "UnsupportedVersionError",
     "UnknownCodecError", "CodecMismatchError", "ChecksumError", "FingerprintMismatch", "LimitError",
     "MalformedPayloadError",
 ]
 
 MAGIC = b"TOFC"
-VERSION = 1
-CODEC_IDS = {"tofc/1": 1, "fp16/1": 2, "fp16-zstd/1": 3, "quant-zstd/1": 4, "jpeg/1": 5, "webp/1": 6}
+VERSION = 2
+CODEC_IDS = {"tofc/1": 1, "fp16/1": 2, "fp16-zstd/1": 3, "quant-zstd/1": 4, "jpeg/1": 5, "webp/1": 6,
+             "placeholder-zstd/1": 7, "rgb8/1": 8}
 _FORMATS = {v: k for k, v in CODEC_IDS.items()}
+NO_FINGERPRINT = bytes(16)
 
-_HEAD = struct.Struct("<4sBBH16s3IHH")  # 40 bytes
+_HEAD = struct.Struct("<4sBBH16s16sIIHHHHIHH")  # 64 bytes
 _U32 = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size
 MAX_SECTIONS = 8
 MAX_PAYLOAD = 1 << 31
-# Feature shape limits: far above LLaVA's needs (anyres: <= ~40 tiles x 729 x 1152), far below memory trouble.
+# Shape limits: far above LLaVA's needs (anyres: <= ~40 tiles x 729 x 1152), far below memory trouble.
 MAX_TILES, MAX_ROWS, MAX_DIM, MAX_ELEMENTS = 4096, 8192, 16384, 1 << 28
 MAX_IMAGE_SIDE = 16384
+MAX_GRID = 256
 
 
 class BitstreamError(ValueError):
-    """A payload that cannot be decoded. The ROS layer logs it (throttled) and drops the frame."""
+    """A payload that cannot be decoded. The ROS layer logs it (throttled) and answers DECODE_ERROR."""
 
 
 class TruncatedError(BitstreamError):
@@ -84,7 +104,7 @@ class ChecksumError(BitstreamError):
 
 
 class FingerprintMismatch(BitstreamError):
-    """Encoded with other model weights than the decoder holds."""
+    """Encoded with other model weights (codec or backbone) than the decoder holds."""
 
 
 class LimitError(BitstreamError):
@@ -95,31 +115,114 @@ class MalformedPayloadError(BitstreamError):
     """Sections that pass the CRC but do not decode (wrong sizes, bad values, bad inner format)."""
 
 
+def format_fingerprint(fmt: str) -> bytes:
+    """The 16-byte fingerprint of a codec without weights: the hash of its format name."""
+    return hashlib.sha256(fmt.encode()).digest()[:16]
+
+
 @dataclass(frozen=True)
-class Header:
-    """Parsed fixed header. ``format`` is e.g. "tofc/1"; ``shape`` is (T, C, D) or (H, W, 3)."""
+class FrameContext:
+    """What the device knows about a frame besides the data it codes (the encoder pipeline fills it in).
 
-    version: int
-    codec_id: int
+    Attributes:
+        backbone_fingerprint: 16 bytes identifying the vision tower (NO_FINGERPRINT for image payloads).
+        image_size: (height, width) of the camera image.
+        grid: (rows, cols) of the anyres tiles.
+        vision_layers: vision encoder layers run on the device (the split point).
+    """
+
+    backbone_fingerprint: bytes = NO_FINGERPRINT
+    image_size: tuple[int, int] = (0, 0)
+    grid: tuple[int, int] = (0, 0)
+    vision_layers: int = 0
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """The parsed fixed header of a container (see the module docstring for the layout).
+
+    ``format`` is e.g. "tofc/1"; ``size`` is the whole payload in bytes. Image payloads have n_tiles,
+    tokens_per_tile and feature_dim 0.
+    """
+
     format: str
-    fingerprint: bytes
-    shape: tuple[int, int, int]
+    codec_fingerprint: bytes
+    backbone_fingerprint: bytes
+    image_size: tuple[int, int]
+    grid: tuple[int, int]
+    n_tiles: int
+    tokens_per_tile: int
+    feature_dim: int
+    vision_layers: int
     n_sections: int
-    size: int  # total payload bytes
+    size: int
+    version: int = VERSION
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(T, C, D) of the features inside (zeros for image payloads)."""
+        return (self.n_tiles, self.tokens_per_tile, self.feature_dim)
+
+    @property
+    def kind(self) -> str:
+        """"features" or "image"."""
+        return "features" if self.feature_dim else "image"
+
+    def describe(self) -> str:
+        """One line for logs: format, image size, grid and shape."""
+        h, w = self.image_size
+        if self.kind == "image":
+            return f"{self.format} {w}x{h} image, {self.size} B"
+        t, c, d = self.feature_shape
+        return (f"{self.format} {w}x{h} image, grid {self.grid[0]}x{self.grid[1]}, [{t}, {c}, {d}] after "
+                f"{self.vision_layers} vision layers, {self.size} B")
 
 
-def pack(fmt: str, fingerprint: bytes, shape: Sequence[int], sections: Sequence[bytes]) -> bytes:
-    """Build a container. Args: format name, 16-byte fingerprint, 3-int shape, up to MAX_SECTIONS byte strings."""
+def _check_shape(image_size, grid, t: int, c: int, d: int, vision_layers: int) -> None:
+    h, w = image_size
+    rows, cols = grid
+    if not (0 <= h <= MAX_IMAGE_SIDE and 0 <= w <= MAX_IMAGE_SIDE):
+        raise LimitError(f"image size {w}x{h} exceeds {MAX_IMAGE_SIDE} per side")
+    if not (0 <= rows <= MAX_GRID and 0 <= cols <= MAX_GRID):
+        raise LimitError(f"grid {rows}x{cols} exceeds {MAX_GRID} per side")
+    if t > MAX_TILES or c > MAX_ROWS or d > MAX_DIM or t * c * d > MAX_ELEMENTS:
+        raise LimitError(f"feature shape {(t, c, d)} exceeds limits T<={MAX_TILES}, C<={MAX_ROWS}, D<={MAX_DIM}, "
+                         f"T*C*D<={MAX_ELEMENTS}")
+    if (t == 0) != (d == 0) or (d == 0) != (c == 0):
+        raise LimitError(f"feature shape {(t, c, d)}: T, C and D are either all zero (image) or all positive")
+    if not 0 <= vision_layers < 1 << 16:
+        raise LimitError(f"vision layers {vision_layers} out of range")
+
+
+def pack(fmt: str, codec_fingerprint: bytes, context: FrameContext, shape: Sequence[int],
+         sections: Sequence[bytes]) -> bytes:
+    """Build a container.
+
+    Args:
+        fmt: registered format name.
+        codec_fingerprint: 16 bytes.
+        context: backbone fingerprint, image size, grid and vision layers of the frame.
+        shape: (T, C, D) of feature payloads, (0, 0, 0) for image payloads.
+        sections: up to MAX_SECTIONS byte strings.
+    """
     if fmt not in CODEC_IDS:
         raise ValueError(f"unknown format {fmt!r}; known: {sorted(CODEC_IDS)}")
-    if len(fingerprint) != 16:
-        raise ValueError(f"fingerprint must be 16 bytes, got {len(fingerprint)}")
-    if len(shape) != 3 or any(not 0 <= int(s) < 2**32 for s in shape):
-        raise ValueError(f"shape must be three u32 values, got {tuple(shape)}")
+    if len(codec_fingerprint) != 16 or len(context.backbone_fingerprint) != 16:
+        raise ValueError("codec and backbone fingerprints must be 16 bytes each, got "
+                         f"{len(codec_fingerprint)} and {len(context.backbone_fingerprint)}")
+    if len(shape) != 3:
+        raise ValueError(f"shape must be (T, C, D), got {tuple(shape)}")
+    t, c, d = (int(v) for v in shape)
+    try:
+        _check_shape(context.image_size, context.grid, t, c, d, context.vision_layers)
+    except LimitError as exc:
+        raise ValueError(str(exc)) from None
     if len(sections) > MAX_SECTIONS:
         raise ValueError(f"at most {MAX_SECTIONS} sections, got {len(sections)}")
-    parts = [_HEAD.pack(MAGIC, VERSION, CODEC_IDS[fmt], 0, bytes(fingerprint), *(int(s) for s in shape),
-                        len(sections), 0)]
+    (h, w), (rows, cols) = context.image_size, context.grid
+    parts = [_HEAD.pack(MAGIC, VERSION, CODEC_IDS[fmt], 0, bytes(codec_fingerprint),
+                        bytes(context.backbone_fingerprint), h, w, rows, cols, t, c, d, context.vision_layers,
+                        len(sections))]
     for s in sections:
         parts += [_U32.pack(len(s)), bytes(s)]
     body = b"".join(parts)
@@ -128,36 +231,41 @@ def pack(fmt: str, fingerprint: bytes, shape: Sequence[int], sections: Sequence[
     return body + _U32.pack(zlib.crc32(body))
 
 
-def peek_header(payload: bytes) -> Header:
-    """Read the fixed header without checking sections or CRC (cheap; for routing and logging).
+def peek_header(payload: bytes) -> FrameHeader:
+    """Read and check the fixed header without the sections or the CRC (cheap: for routing and logging).
 
     Raises:
         TypeError: payload is not bytes-like.
-        BitstreamError: too short, bad magic, unknown version/codec, nonzero flags or too many sections.
+        BitstreamError: too short, bad magic, unknown version or codec, nonzero flags, too many sections or shapes
+            beyond the limits.
     """
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) >= 5 and bytes(payload[:4]) == MAGIC and payload[4] != VERSION:
+        raise UnsupportedVersionError(f"container version {payload[4]}, this decoder reads version {VERSION}"
+                                      + (" (version 1 payloads carried only a shape: re-encode them with this "
+                                         "release's device node)" if payload[4] == 1 else ""))
     if len(payload) < HEADER_SIZE + 4:
         raise TruncatedError(f"payload of {len(payload)} bytes is shorter than the {HEADER_SIZE + 4}-byte minimum")
     if len(payload) > MAX_PAYLOAD:
         raise LimitError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    magic, version, codec_id, flags, fingerprint, s0, s1, s2, n_sections, reserved = _HEAD.unpack_from(payload)
+    (magic, version, codec_id, flags, codec_fp, backbone_fp, h, w, rows, cols, t, c, d, layers,
+     n_sections) = _HEAD.unpack_from(payload)
     if magic != MAGIC:
         raise BadMagicError(f"bad magic {magic!r}, expected {MAGIC!r}")
-    if version != VERSION:
-        raise UnsupportedVersionError(f"container version {version}, this decoder reads version {VERSION}")
     if codec_id not in _FORMATS:
         raise UnknownCodecError(f"unknown codec id {codec_id}; known: {sorted(_FORMATS)}")
-    if flags != 0 or reserved != 0:
-        raise MalformedPayloadError(f"flags/reserved fields must be 0, got {flags}/{reserved}")
+    if flags != 0:
+        raise MalformedPayloadError(f"flags must be 0, got {flags}")
     if n_sections > MAX_SECTIONS:
         raise LimitError(f"{n_sections} sections declared, at most {MAX_SECTIONS}")
-    return Header(version, codec_id, _FORMATS[codec_id], bytes(fingerprint), (s0, s1, s2), n_sections,
-                  len(payload))
+    _check_shape((h, w), (rows, cols), t, c, d, layers)
+    return FrameHeader(_FORMATS[codec_id], bytes(codec_fp), bytes(backbone_fp), (h, w), (rows, cols), t, c, d,
+                       layers, n_sections, len(payload), version)
 
 
-def parse(payload: bytes) -> tuple[Header, list[bytes]]:
-    """Validate the whole container (sections, trailing bytes, CRC32) and return the header and sections."""
+def parse(payload: bytes) -> tuple[FrameHeader, list[bytes]]:
+    """Validate the whole container (header, sections, trailing bytes, CRC32); return the header and sections."""
     header = peek_header(payload)
     view = memoryview(payload)
     pos, end = HEADER_SIZE, len(payload) - 4
@@ -178,11 +286,3 @@ def parse(payload: bytes) -> tuple[Header, list[bytes]]:
     if crc != actual:
         raise ChecksumError(f"CRC32 mismatch: stored {crc:#010x}, computed {actual:#010x}")
     return header, sections
-
-
-def check_feature_shape(shape: tuple[int, int, int]) -> None:
-    """Raise LimitError unless (T, C, D) is within MAX_TILES, MAX_ROWS, MAX_DIM and MAX_ELEMENTS."""
-    t, c, d = shape
-    if t > MAX_TILES or c > MAX_ROWS or d > MAX_DIM or t * c * d > MAX_ELEMENTS:
-        raise LimitError(f"feature shape {shape} exceeds limits T<={MAX_TILES}, C<={MAX_ROWS}, D<={MAX_DIM}, "
-                         f"T*C*D<={MAX_ELEMENTS}")

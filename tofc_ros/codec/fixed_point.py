@@ -30,9 +30,6 @@ from torch import Tensor, nn
 
 __all__ = ["FixedPointExpertMLP", "round_half_up", "round_ste"]
 
-_EXACT_LIMIT = 2.0**53
-
-
 def round_half_up(x: Tensor) -> Tensor:
     """floor(x + 1/2): one deterministic rounding rule for encoder, decoder and training."""
     return torch.floor(x + 0.5)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .entropy_coding import TableCoder
+from .fingerprint import model_fingerprint
 from .fixed_point import FixedPointExpertMLP, round_half_up
 from .hyperprior import HyperpriorConfig, HyperpriorExperts
 
@@ -112,8 +113,6 @@ class SelectiveEntropyModel(nn.Module):
     # ------------------------------------------------------------------ export
     def update(self) -> None:
         """Freeze the integer networks, build the CDF tables and compute the fingerprint. Call before compress()."""
-        from .weights import model_fingerprint  # local: weights.py imports this module
-
         self.experts.update()
         self.router.update()
         self._coders = None

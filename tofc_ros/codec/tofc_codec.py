@@ -3,8 +3,8 @@
 Yuan et al., TOFC. Input is the *merged* features (see :func:`~tofc_ros.codec.merging.dpc_knn_merge`)::
 
     features[T, C, D] --router/h_a/h_s (exact integer nets)--> experts, z symbols, y symbols
-                      --rANS (1 call for z, 1 for y)--> container(fingerprint, (T, C, D),
-                                                               [expert bits, z string, y string], CRC32)
+                      --rANS (1 call for z, 1 for y)--> sections [expert bits, z string, y string]
+                      (in the shared container: fingerprints, image size, grid, (T, C, D), CRC32)
 
 Decoding is bit-exact across machines, thread counts and devices (see fixed_point.py).
 """
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .bitstream import LimitError, MalformedPayloadError, check_feature_shape, pack
-from .registry import Codec, register_codec
+from .base import Codec, register_codec
+from .baselines import check_features
+from .bitstream import FrameHeader, LimitError, MalformedPayloadError
 from .selective import SelectiveEntropyModel
 from .weights import load_model
 
@@ -64,6 +65,7 @@ class TofcCodec(Codec):
     """
 
     format = "tofc/1"
+    n_sections = 3
 
     def __init__(self, model: SelectiveEntropyModel | None = None, path: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu"):
@@ -82,23 +84,20 @@ class TofcCodec(Codec):
     def fingerprint(self) -> bytes:
         return self.model.fingerprint_bytes
 
-    def encode(self, features: Tensor) -> bytes:
-        """Tensor[T, C, D] merged features -> payload (raises TypeError/ValueError on bad input)."""
-        if isinstance(features, Tensor) and features.dim() == 3:
-            check_feature_shape(tuple(features.shape))
+    def encode_sections(self, features: Tensor):
+        """Tensor[T, C, D] merged features -> sections (raises TypeError/ValueError on bad input)."""
+        check_features(features)
         out = self.model.compress(features)
-        experts = pack_indices(out["experts"], self.model.index_bits)
-        return pack(self.format, self.fingerprint, out["shape"], [experts, *out["strings"]])
+        return out["shape"], [pack_indices(out["experts"], self.model.index_bits), *out["strings"]]
 
-    def decode(self, payload: bytes) -> Tensor:
-        """Payload -> Tensor[T, C, D] float32, bit-exact; raises BitstreamError subclasses."""
-        header, (experts, z_string, y_string) = self._open(payload, 3)
-        check_feature_shape(header.shape)
-        t, c, d = header.shape
+    def decode_sections(self, header: FrameHeader, sections) -> Tensor:
+        """Sections -> Tensor[T, C, D] float32, bit-exact; raises BitstreamError subclasses."""
+        experts, z_string, y_string = sections
+        t, c, d = header.feature_shape
         if d != self.model.cfg.d:
-            raise LimitError(f"payload feature dim {d} does not match the model's d={self.model.cfg.d}")
+            raise LimitError(f"payload feature dim {d} does not match the codec's d={self.model.cfg.d}")
         idx = unpack_indices(experts, t * c, self.model.index_bits, self.model.cfg.n_e)
         try:
-            return self.model.decompress([z_string, y_string], idx, header.shape, device=self.device)["x_hat"]
+            return self.model.decompress([z_string, y_string], idx, (t, c, d), device=self.device)["x_hat"]
         except (ValueError, RuntimeError) as exc:  # e.g. a string too short for the symbols it must hold
             raise MalformedPayloadError(f"entropy decoding failed: {exc}") from None

@@ -12,22 +12,20 @@ the payload. Never pickle / ``torch.load``: safetensors holds only raw tensors a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 
-import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from .fingerprint import FORMAT, canonical_tensors, model_fingerprint, tensors_fingerprint
 from .hyperprior import HyperpriorConfig
 from .selective import SelectiveEntropyModel
 
 __all__ = ["FORMAT", "model_fingerprint", "save_model", "load_model", "model_to_bytes", "model_from_bytes"]
 
-FORMAT = "tofc/1"
 _MAX_HEADER = 1 << 24  # safetensors JSON header bound (16 MiB) checked before parsing
 
 # Buffers that are empty on a freshly constructed module and sized by update(): resized before load_state_dict.
@@ -35,32 +33,11 @@ _RESIZABLE = ("_offset", "_quantized_cdf", "_cdf_length", "scale_table") + tuple
     f"{p}{i}" for p in ("w_int", "b_int") for i in range(64))
 
 
-def _canonical_tensors(model: SelectiveEntropyModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous().clone() for k, v in sorted(model.state_dict().items())}
-
-
-def _fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> bytes:
-    h = hashlib.sha256()
-    h.update(FORMAT.encode() + b"\0" + config_json.encode() + b"\0")
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        arr = t.numpy()
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.digest()[:16]
-
-
-def model_fingerprint(model: SelectiveEntropyModel) -> bytes:
-    """16-byte fingerprint of the model's canonical weights + config."""
-    return _fingerprint(model.cfg.to_json(), _canonical_tensors(model))
-
-
 def model_to_bytes(model: SelectiveEntropyModel) -> bytes:
     """Serialize an updated model to safetensors bytes."""
     model._require_updated()
-    tensors = _canonical_tensors(model)
-    meta = {"format": FORMAT, "config": model.cfg.to_json(), "fingerprint": _fingerprint(model.cfg.to_json(),
+    tensors = canonical_tensors(model)
+    meta = {"format": FORMAT, "config": model.cfg.to_json(), "fingerprint": tensors_fingerprint(model.cfg.to_json(),
                                                                                           tensors).hex()}
     return _st_save(tensors, metadata=meta)
 

@@ -39,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tofc_ros.eval import easyvqa
+from tofc_ros.data import easyvqa
 
 __all__ = [
     "SPLITS", "FRAME_SIZES", "SHAPES", "COLOURS", "PALETTE", "COUNT_WORDS", "SIDES", "ANSWERS", "QUESTION_TYPES",

@@ -3,13 +3,14 @@
     python -m tofc_ros.eval.latency --model models/easyvqa-tiny-ov \
         --codec models/easyvqa-tiny-ov/tofc_codec.safetensors --images 20 --out bench/results/latency
 
-Modes (each answers the same questions with the same model):
+Modes (each answers the same questions with the same model, through the deployed objects: the device node's
+encoder, the server node's decoder and answerer, see ``eval.deployment``):
     tofc        device: vision tower + DPC-KNN (n_c) + TOFC encode        server: decode + projector + LLM
     jpeg q / webp q   device: image encode                                server: image decode + vision tower + LLM
-    raw image   device: nothing (uint8 RGB, H·W·3 bytes)                  server: vision tower + LLM
+    raw image   device: rgb8 container (H·W·3 bytes + 68)                 server: vision tower + LLM
 Device and server times are medians measured on *this* machine (both halves run here, one after the other); the
 transfer term is payload bytes × 8 / rate (no protocol overhead, no propagation delay). The LLM time is one greedy
-``ServerHalf.generate`` per question (prefill + answer tokens).
+``ModelAnswerer.answer`` per question (prefill + answer tokens).
 
 Outputs: latency.json and latency.png (stacked bars: device / transfer / server at 1, 10 and 100 Mbps).
 """
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.data.easyvqa import load_split
+from tofc_ros.eval.deployment import Deployment, Point
 
 __all__ = ["measure", "model_latency", "main"]
 
@@ -38,50 +40,32 @@ def _ms(t0: float) -> float:
 @torch.inference_mode()
 def measure(model: str, codec_path: str, n_c: int, images: int, jpeg_q: int, webp_q: int) -> dict:
     """Median device ms, server ms and payload bytes per mode over the first ``images`` test images."""
-    from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half
-    from tofc_ros.codec import dpc_knn_merge, load_codec
+    from tofc_ros.backbones import GenerationOptions
 
-    dev = load_device_half(model)
-    srv = load_server_half(model, load_vision=True)
-    tofc = load_codec(codec_path)
-    jpeg, webp = load_codec("jpeg/1", quality=jpeg_q), load_codec("webp/1", quality=webp_q)
-    opts = GenerationOptions(max_new_tokens=8)
+    modes = [Point(f"tofc n_c={n_c}", "tofc", "features", codec_path, model, n_c=n_c),
+             Point(f"jpeg q={jpeg_q}", "jpeg", "image", "jpeg/1", model, {"quality": jpeg_q}),
+             Point(f"webp q={webp_q}", "webp", "image", "webp/1", model, {"quality": webp_q}),
+             Point("raw image", "rgb8", "image", "rgb8/1", model)]
+    deployment = Deployment(modes)
+    decoder, answerer = deployment.server(model)
+    answerer.options = GenerationOptions(max_new_tokens=8)
+    encoders = {p.name: deployment.encoder(p) for p in modes}
     items = load_split("test")[:images]
     rows: dict[str, dict[str, list[float]]] = {}
-
-    def add(mode, device_ms, nbytes, server_ms):
-        r = rows.setdefault(mode, {"device_ms": [], "bytes": [], "server_ms": []})
-        r["device_ms"].append(device_ms)
-        r["bytes"].append(nbytes)
-        r["server_ms"].append(server_ms)
-
     # warm-up (first calls allocate and fill caches)
-    rgb0 = items[0].rgb()
-    vf0 = dev.encode_image(rgb0)
-    srv.answer(vf0.features, vf0.grid, vf0.image_size, items[0].questions[0], opts)
+    for enc in encoders.values():
+        answerer.answer(decoder.decode(enc.encode(items[0].rgb()).payload), items[0].questions[0])
     for item in items:
         rgb, question = item.rgb(), item.questions[0]
-        t0 = time.perf_counter()
-        vf = dev.encode_image(rgb)
-        merged = dpc_knn_merge(vf.features.float(), n_c).merged
-        payload = tofc.encode(merged)
-        d_ms = _ms(t0)
-        t1 = time.perf_counter()
-        x = tofc.decode(payload)
-        srv.answer(x, vf.grid, vf.image_size, question, opts)
-        add(f"tofc n_c={n_c}", d_ms, len(payload), _ms(t1))
-        for name, codec in ((f"jpeg q={jpeg_q}", jpeg), (f"webp q={webp_q}", webp)):
+        for name, enc in encoders.items():
             t0 = time.perf_counter()
-            payload = codec.encode(rgb)
-            d_ms = _ms(t0)
+            payload = enc.encode(rgb).payload
             t1 = time.perf_counter()
-            vfs = srv.encode_image(codec.decode(payload))
-            srv.answer(vfs.features, vfs.grid, vfs.image_size, question, opts)
-            add(name, d_ms, len(payload), _ms(t1))
-        t1 = time.perf_counter()
-        vfs = srv.encode_image(np.ascontiguousarray(rgb))
-        srv.answer(vfs.features, vfs.grid, vfs.image_size, question, opts)
-        add("raw image", 0.0, rgb.nbytes, _ms(t1))
+            answerer.answer(decoder.decode(payload), question)
+            r = rows.setdefault(name, {"device_ms": [], "bytes": [], "server_ms": []})
+            r["device_ms"].append((t1 - t0) * 1e3)
+            r["bytes"].append(len(payload))
+            r["server_ms"].append(_ms(t1))
     return {mode: {k: statistics.median(v) for k, v in r.items()} for mode, r in rows.items()}
 
 

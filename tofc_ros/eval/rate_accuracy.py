@@ -4,15 +4,15 @@
         --tofc models/easyvqa-tiny-ov/tofc_codec.safetensors:16 --tofc runs/tofc/nc8_lam0.004 \
         --jpeg 5,10,25,50,90 --webp 1,5,10,25,50,90 --merge 8,16,32 --out bench/results/rate_accuracy
 
-Every point runs the deployed path: the device half (``load_device_half``) encodes the image, the payload is made by
-the codec the nodes use (``codec.load_codec``; bytes = the full self-describing payload, container included), the
-server decodes it and answers with the server half (``load_server_half``). Image points send the JPEG/WebP payload;
-the server decodes the pixels and runs the vision tower itself (``load_vision=True``).
+Every point runs the deployed objects: the ``FeatureEncoder`` / ``ImageEncoder`` the device node runs makes the
+payload (bytes = the whole self-describing container), the ``FrameDecoder`` the server node runs validates and
+decodes it, and the server's ``ModelAnswerer`` scores it. Image points send the JPEG/WebP payload; the answerer runs
+the vision tower on the server (``load_vision``), as the server node does.
 
-Accuracy is the exact-match accuracy of greedy generation, computed from teacher-forced logits: greedy decoding
-returns the reference iff every reference token (and the EOS) is the argmax given the reference prefix
-(``train.packing.answer_stats``; agreement with ``ServerHalf.answer`` is tested). That scores all of an image's
-questions in one pass over the image instead of one ``generate`` per question.
+Accuracy is the exact-match accuracy of greedy generation, computed by ``ModelAnswerer.score`` from teacher-forced
+logits: greedy decoding returns the reference iff every reference token (and the EOS) is the argmax given the
+reference prefix (its agreement with ``ModelAnswerer.answer`` is tested). That scores all of an image's questions in
+one pass over the image instead of one ``generate`` per question.
 
 Outputs in ``--out``: results.json (every point: bytes per image, accuracy, questions, timings), table.md and
 rate_accuracy.png (log-scale bytes per image against accuracy).
@@ -25,40 +25,16 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tofc_ros.eval.easyvqa import VQAImage, load_split, num_questions
+from tofc_ros.data.easyvqa import VQAImage, load_split, num_questions
+from tofc_ros.eval.deployment import Deployment, Point
 
 __all__ = ["Point", "PointResult", "evaluate_point", "run", "bytes_at_accuracy", "main"]
-
-
-@dataclass(frozen=True)
-class Point:
-    """One operating point.
-
-    Attributes:
-        name: label in the table and plot.
-        family: curve it belongs to (tofc, merge-fp16, fp16, fp16-zstd, jpeg, webp, ...).
-        kind: "features" (device encodes features) or "image" (device sends the image).
-        codec: a ``load_codec`` spec (format name or TOFC .safetensors path).
-        options: codec constructor options (quality, level).
-        n_c: merged tokens per tile (0: no merging).
-        merge: merge method for features ("dpc_knn" is what the device node runs; others for ablations).
-        model: llava-hf directory of the backbone this point runs with.
-    """
-
-    name: str
-    family: str
-    kind: str
-    codec: str
-    model: str
-    options: dict = field(default_factory=dict)
-    n_c: int = 0
-    merge: str = "dpc_knn"
 
 
 @dataclass
@@ -79,41 +55,13 @@ class PointResult:
     server_ms_per_image: float
 
 
-class _Models:
-    """Load each backbone once (device half + server half with the vision tower)."""
-
-    def __init__(self):
-        self._cache: dict[str, tuple] = {}
-
-    def get(self, model: str):
-        if model not in self._cache:
-            from tofc_ros.backbones import load_device_half, load_server_half
-            from tofc_ros.train.packing import PromptCache
-
-            dev = load_device_half(model)
-            srv = load_server_half(model, load_vision=True)
-            self._cache[model] = (dev, srv, PromptCache(srv))
-        return self._cache[model]
-
-
-def _merge(features: torch.Tensor, point: Point) -> torch.Tensor:
-    if point.n_c <= 0 or point.n_c >= features.shape[1]:
-        return features
-    from tofc_ros.train.merge import merge_features
-
-    return merge_features(features.float(), point.n_c, point.merge)
-
-
 @torch.inference_mode()
-def evaluate_point(point: Point, items: list[VQAImage], models: _Models | None = None,
+def evaluate_point(point: Point, items: list[VQAImage], deployment: Deployment | None = None,
                    batch_images: int = 16, progress: bool = False) -> PointResult:
-    """Run one point over the images: real payloads, real decode, server-side scoring."""
-    from tofc_ros.codec import load_codec
-    from tofc_ros.train.packing import answer_logits, answer_stats
-
-    models = models or _Models()
-    dev, srv, prompts = models.get(point.model)
-    codec = load_codec(point.codec, **point.options)
+    """Run one point over the images: the device's encoder, the server's decoder and answerer."""
+    deployment = deployment or Deployment([point])
+    encoder = deployment.encoder(point)
+    decoder, answerer = deployment.server(point.model)
     total_bytes = correct = questions = 0
     device_s = server_s = 0.0
     rng = range(0, len(items), batch_images)
@@ -123,31 +71,21 @@ def evaluate_point(point: Point, items: list[VQAImage], models: _Models | None =
         rng = tqdm(rng, desc=point.name, leave=False)
     for s in rng:
         chunk = items[s: s + batch_images]
-        embeds = []
+        frames = []
         for item in chunk:
             rgb = item.rgb()
             t0 = time.perf_counter()
-            if point.kind == "image":
-                payload = codec.encode(rgb)
-            else:
-                vf = dev.encode_image(rgb)
-                payload = codec.encode(_merge(vf.features.float(), point).contiguous())
+            payload = encoder.encode(rgb).payload
             t1 = time.perf_counter()
-            if point.kind == "image":
-                vf = srv.encode_image(codec.decode(payload))
-                feats = vf.features
-            else:
-                feats = codec.decode(payload)
-            embeds.append(srv.image_embeddings(feats, vf.grid, vf.image_size))
+            frames.append(decoder.decode(payload))
             device_s += t1 - t0
             server_s += time.perf_counter() - t1
             total_bytes += len(payload)
         t2 = time.perf_counter()
-        scores = answer_logits(srv, prompts, embeds, [c.questions for c in chunk], [c.answers for c in chunk])
-        _, ok = answer_stats(scores)
+        hits = answerer.score(frames, [c.questions for c in chunk], [c.answers for c in chunk])
         server_s += time.perf_counter() - t2
-        correct += int(ok.sum())
-        questions += int(ok.numel())
+        correct += sum(sum(row) for row in hits)
+        questions += sum(len(row) for row in hits)
     n = max(len(items), 1)
     return PointResult(point.name, point.family, total_bytes / n, correct / max(questions, 1), correct, questions,
                        len(items), point.n_c, point.codec, point.model, 1e3 * device_s / n, 1e3 * server_s / n)
@@ -253,7 +191,7 @@ def run(points: list[Point], limit: int | None, out_dir: Path, progress: bool = 
     ``include``: earlier output directories whose results (same split and limit) join this table and plot.
     """
     items = load_split("test", limit)
-    models = _Models()
+    deployment = Deployment(points)
     results = []
     for prev in include:
         old = json.loads((Path(prev) / "results.json").read_text(encoding="utf-8"))
@@ -262,7 +200,7 @@ def run(points: list[Point], limit: int | None, out_dir: Path, progress: bool = 
         results += [PointResult(**r) for r in old["results"]]
     t0 = time.perf_counter()
     for p in points:
-        r = evaluate_point(p, items, models, progress=progress)
+        r = evaluate_point(p, items, deployment, progress=progress)
         results.append(r)
         if progress:
             print(f"{r.name:32s} {r.bytes_per_image:12,.1f} B  {100 * r.accuracy:6.2f} %", flush=True)

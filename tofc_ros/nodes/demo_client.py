@@ -10,17 +10,14 @@ import sys
 import uuid
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from tofc_msgs.msg import Answer, Question
 
-from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER, spin_until
-from tofc_ros.nodes.parameters import ParameterError
-
-_STATUS_NAMES = {v: k[len("STATUS_"):] for k, v in vars(Answer).items() if k.startswith("STATUS_")}
+from tofc_ros.config import DemoClientConfig
+from tofc_ros.nodes.entry import run_node
+from tofc_ros.nodes.parameters import declare_config, qos
+from tofc_ros.pipeline.records import Status
 
 
 def synthetic_frame(index: int, height: int, width: int) -> np.ndarray:
@@ -40,32 +37,22 @@ class DemoClient(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("demo_client", **kwargs)
-        self.n_questions = self._int_param("questions", 5, 1, 10_000)
-        self.camera = self.declare_parameter("camera", "front").value
-        self.frame_rate = self.declare_parameter("frame_rate_hz", 10.0).value
-        self.answer_timeout = self.declare_parameter("answer_timeout_s", 60.0).value
-        self.height = self._int_param("image_height", 480, 1, 8192)
-        self.width = self._int_param("image_width", 640, 1, 8192)
-        if not 0.1 <= self.frame_rate <= 1000.0 or self.answer_timeout <= 0:
-            raise ParameterError("frame_rate_hz must lie in [0.1, 1000] and answer_timeout_s be > 0")
-
-        self._images = self.create_publisher(Image, "image", qos_profile_sensor_data)
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self._questions = self.create_publisher(Question, "questions", reliable)
-        self.create_subscription(Answer, "answers", self._on_answer, reliable)
+        self.config: DemoClientConfig = declare_config(self, DemoClientConfig)
+        cfg = self.config
+        self.n_questions, self.camera = cfg.questions, cfg.camera
+        self.answer_timeout, self.height, self.width = cfg.answer_timeout_s, cfg.image_height, cfg.image_width
+        self._images = self.create_publisher(Image, "image", qos(cfg.image_qos_reliability, cfg.image_qos_depth))
+        self._questions = self.create_publisher(Question, "questions",
+                                                qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
+        self.create_subscription(Answer, "answers", self._on_answer,
+                                 qos(cfg.answers_qos_reliability, cfg.answers_qos_depth))
         self._frame_index = 0
         self._asked: dict[str, str] = {}
         self.answers: dict[str, Answer] = {}
         self._started = self.get_clock().now()
-        self.create_timer(1.0 / self.frame_rate, self._publish_frame)
+        self.create_timer(1.0 / cfg.frame_rate_hz, self._publish_frame)
         # The first question waits one second so the graph's discovery has settled.
         self.create_timer(1.0, self._ask)
-
-    def _int_param(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.declare_parameter(name, default).value
-        if not low <= value <= high:
-            raise ParameterError(f"parameter '{name}' = {value} outside [{low}, {high}]")
-        return value
 
     def _publish_frame(self) -> None:
         rgb = synthetic_frame(self._frame_index, self.height, self.width)
@@ -95,7 +82,7 @@ class DemoClient(Node):
         if msg.question_id not in self._asked or msg.question_id in self.answers:
             return
         self.answers[msg.question_id] = msg
-        status = _STATUS_NAMES.get(msg.status, str(msg.status))
+        status = Status(msg.status).name if msg.status in Status._value2member_map_ else str(msg.status)
         self.get_logger().info(
             f"answer {len(self.answers)}/{self.n_questions} [{msg.question_id[:8]}] {status}: "
             f"{msg.text or msg.error} | {msg.format}, {msg.payload_bytes} B, device {msg.device_ms:.1f} ms, "
@@ -107,25 +94,15 @@ class DemoClient(Node):
         return len(self.answers) >= self.n_questions or waited > self.answer_timeout + self.n_questions
 
 
-def main(args=None) -> int:
-    """Console entry point (`ros2 run tofc_ros demo_client`)."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DemoClient()
-        spin_until(node, lambda: node.done, 0.1)
-    except ParameterError as exc:
-        rclpy.logging.get_logger("demo_client").fatal(f"bad parameter: {exc}")
-        return EXIT_BAD_PARAMETER
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        return 130
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def _finish(node: DemoClient, interrupted: bool) -> int:
     ok = sum(a.status == Answer.STATUS_OK for a in node.answers.values())
     print(f"demo_client: {ok}/{node.n_questions} questions answered OK", flush=True)
-    return 0 if ok == node.n_questions else 1
+    return 130 if interrupted else 0 if ok == node.n_questions else 1
+
+
+def main(args=None) -> int:
+    """Console entry point (`ros2 run tofc_ros demo_client`)."""
+    return run_node(DemoClient, "demo_client", args, done=lambda node: node.done, finish=_finish)
 
 
 if __name__ == "__main__":

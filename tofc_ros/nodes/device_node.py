@@ -15,21 +15,17 @@ import time
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from tofc_msgs.msg import CompressedFeatures, Question
 
 from tofc_ros.config import DeviceConfig
+from tofc_ros.nodes import adapters
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
 from tofc_ros.nodes.entry import StartupError, run_node
 from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from tofc_ros.nodes.parameters import declare_config, qos
-from tofc_ros.pipeline.device import EncodedFrame, FrameEncoder, make_encoder
-from tofc_ros.pipeline.frames import FrameStore
-
-
-def _ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+from tofc_ros.pipeline.encoder import FrameEncoder, make_encoder
+from tofc_ros.pipeline.frame_store import FrameStore
 
 
 class DeviceNode(Node):
@@ -46,7 +42,7 @@ class DeviceNode(Node):
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self.counters = Counters("frames_received", "frames_skipped", "frames_dropped", "frames_refused",
                                  "requests", "requests_unknown_camera", "published", "bytes_published",
-                                 "encode_errors")
+                                 "encode_errors", "internal_errors")
         on_demand = cfg.mode == "on_demand"
         self._store = FrameStore(list(cfg.cameras), history=cfg.on_demand_history if on_demand else 0,
                                  min_period_s=1.0 / cfg.max_rate_hz)
@@ -64,7 +60,7 @@ class DeviceNode(Node):
                 msg_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos)
         if on_demand:
             self.create_subscription(Question, "questions", self._on_question,
-                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+                                     qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
         self._diagnostics = DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s)
         self._worker = threading.Thread(target=self._run, name="device-encoder", daemon=True)
         self._worker.start()
@@ -78,20 +74,26 @@ class DeviceNode(Node):
         if (self._stride[camera] - 1) % self.config.frame_stride:
             self.counters.add("frames_skipped")
             return
-        if self._store.put(camera, _ns(msg.header.stamp), msg):
+        if self._store.put(camera, adapters.stamp_ns(msg.header.stamp), msg):
             self.counters.add("frames_dropped")
 
     def _on_question(self, msg: Question) -> None:
         self.counters.add("requests")
         camera = msg.camera or self.config.cameras[0]
-        if not self._store.request(camera, _ns(msg.image_stamp), int(self.config.stamp_tolerance_s * 1e9)):
+        if not self._store.request(camera, adapters.stamp_ns(msg.image_stamp),
+                                   int(self.config.stamp_tolerance_s * 1e9)):
             self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
 
     def _run(self) -> None:
         while not self._store.closed and rclpy.ok(context=self.context):
             work = self._store.take(timeout=0.5)
-            if work is not None:
+            if work is None:
+                continue
+            try:
                 self._encode_and_publish(*work)
+            except Exception as exc:  # whatever raises, the worker goes on with the next frame
+                self.counters.error("internal_errors", repr(exc))
+                self.get_logger().error(f"frame of camera '{work[0]}' failed: {exc!r}", throttle_duration_sec=5.0)
 
     def _encode_and_publish(self, camera: str, stamp_ns: int, msg) -> None:
         started = time.perf_counter()
@@ -111,9 +113,9 @@ class DeviceNode(Node):
             self.counters.error("encode_errors", repr(exc))
             self.get_logger().error(f"encoding failed: {exc!r}", throttle_duration_sec=5.0)
             return
-        out = _features_msg(encoded, msg.header, camera, self._sequence[camera],
-                            device_ms=(time.perf_counter() - started) * 1e3)
-        out.sent = self.get_clock().now().to_msg()
+        out = adapters.features_msg(encoded, msg.header, camera, self._sequence[camera],
+                                    device_ms=(time.perf_counter() - started) * 1e3,
+                                    sent_ns=self.get_clock().now().nanoseconds)
         self._pub.publish(out)
         self._sequence[camera] += 1
         self.counters.add("published")
@@ -124,23 +126,6 @@ class DeviceNode(Node):
         self._store.close()
         self._worker.join(timeout=30)
         super().destroy_node()
-
-
-def _features_msg(enc: EncodedFrame, header, camera: str, sequence: int, device_ms: float) -> CompressedFeatures:
-    msg = CompressedFeatures()
-    msg.header = header
-    msg.camera = camera
-    msg.sequence = sequence
-    msg.format = enc.format
-    msg.codec_fingerprint = enc.codec_fingerprint
-    msg.backbone_fingerprint = enc.backbone_fingerprint
-    msg.image_height, msg.image_width = enc.image_height, enc.image_width
-    msg.grid_rows, msg.grid_cols, msg.n_tiles = enc.grid_rows, enc.grid_cols, enc.n_tiles
-    msg.n_clusters, msg.feature_dim = enc.n_clusters, enc.feature_dim
-    msg.payload = enc.payload
-    msg.vision_ms, msg.merge_ms, msg.encode_ms = enc.vision_ms, enc.merge_ms, enc.encode_ms
-    msg.device_ms = device_ms
-    return msg
 
 
 def main(args=None) -> int:

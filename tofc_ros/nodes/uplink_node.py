@@ -1,7 +1,8 @@
 """Uplink emulation: relays CompressedFeatures from `features_in` to `features_out` as a link of a configured rate
 and latency would deliver them, so the transfer term of every Answer is real (design: "Evaluation").
 
-Messages are relayed as serialized bytes (never deserialised); a worker thread releases each at its arrival time.
+Messages are relayed as serialized bytes (never deserialised); a delivery thread releases each at its arrival time.
+On shutdown the thread is stopped and joined before the publisher goes, so nothing is published after it.
 """
 
 from __future__ import annotations
@@ -11,47 +12,37 @@ import sys
 import threading
 import time
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from tofc_msgs.msg import CompressedFeatures
 
+from tofc_ros.config import UplinkConfig
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
 from tofc_ros.nodes.entry import run_node
-from tofc_ros.nodes.parameters import ParameterError
+from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.uplink import Link
 
 
-def _float_param(node: Node, name: str, default: float, low: float, high: float, description: str) -> float:
-    desc = ParameterDescriptor(description=description, read_only=True, dynamic_typing=True,
-                               floating_point_range=[FloatingPointRange(from_value=low, to_value=high, step=0.0)])
-    value = node.declare_parameter(name, default, desc).value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ParameterError(f"parameter '{name}' = {value!r} must be a number in [{low}, {high}] ({description})")
-    return float(value)
-
-
 class UplinkNode(Node):
-    """`features_in` → (rate, latency) → `features_out`."""
+    """`features_in` -> (rate, latency) -> `features_out`."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("uplink_node", **kwargs)
-        rate = _float_param(self, "rate_mbps", 10.0, 0.001, 100_000.0, "Link rate in Mbit/s")
-        latency = _float_param(self, "latency_ms", 20.0, 0.0, 60_000.0, "One-way latency in milliseconds")
-        backlog = _float_param(self, "max_backlog_s", 10.0, 0.0, 3600.0,
-                               "Longest queued transmission time before messages are dropped")
-        self._link = Link(rate, latency / 1e3, backlog)
+        self.config: UplinkConfig = declare_config(self, UplinkConfig)
+        cfg = self.config
+        self._link = Link(cfg.rate_mbps, cfg.latency_ms / 1e3, cfg.max_backlog_s)
         self.counters = Counters("relayed", "dropped", "bytes")
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self._pub = self.create_publisher(CompressedFeatures, "features_out", qos)
-        self.create_subscription(CompressedFeatures, "features_in", self._on_message, qos, raw=True)
+        self._pub = self.create_publisher(CompressedFeatures, "features_out",
+                                          qos(cfg.features_out_qos_reliability, cfg.features_out_qos_depth))
+        self.create_subscription(CompressedFeatures, "features_in", self._on_message,
+                                 qos(cfg.features_in_qos_reliability, cfg.features_in_qos_depth), raw=True)
         self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
-        DiagnosticsPublisher(self, self.counters, 1.0, extra=lambda: {"queued": len(self._queue)})
-        threading.Thread(target=self._deliver, name="uplink", daemon=True).start()
+        DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s, extra=lambda: {"queued": len(self._queue)})
+        self._thread = threading.Thread(target=self._deliver, name="uplink", daemon=True)
+        self._thread.start()
         self.get_logger().info(f"{self.resolve_topic_name('features_in')} → {self._pub.topic_name}: "
-                               f"{rate} Mbit/s, {latency} ms")
+                               f"{cfg.rate_mbps} Mbit/s, {cfg.latency_ms} ms")
 
     def _on_message(self, data: bytes) -> None:
         arrival = self._link.transmit(len(data), time.monotonic())
@@ -70,7 +61,9 @@ class UplinkNode(Node):
                 if self._closed:
                     return
                 _, data = self._queue.popleft()
-            self._pub.publish(data)  # outside the lock: the subscription callback never waits on a publish
+                # Published under the lock: destroy_node() cannot close the link between the check and the
+                # publish. The subscription callback only waits for this one publish.
+                self._pub.publish(data)
             self.counters.add("relayed")
             self.counters.add("bytes", len(data))
 
@@ -78,6 +71,7 @@ class UplinkNode(Node):
         with self._cond:
             self._closed = True
             self._cond.notify()
+        self._thread.join(timeout=10)
         super().destroy_node()
 
 

@@ -13,15 +13,17 @@ import collections
 import dataclasses
 from typing import Generic, TypeVar
 
+from tofc_ros.pipeline.records import Status
+
 F = TypeVar("F")  # the frame type the cache holds (the server's ReceivedFrame)
 
 LATEST = 0  # image_stamp zero = the newest frame of that camera
 
 
 class Refused(Exception):
-    """A question turned away at once; `status` names the Answer status to send."""
+    """A question (or a frame) turned away at once; `status` is the Answer status to send."""
 
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: Status, message: str) -> None:
         super().__init__(message)
         self.status = status
 
@@ -56,7 +58,7 @@ class FrameCache(Generic[F]):
         frames = self._frames.get(camera)
         if frames is None:
             if len(self._frames) >= self._max_cameras:
-                raise Refused("BAD_REQUEST", f"already tracking {self._max_cameras} cameras; '{camera}' refused")
+                raise Refused(Status.BAD_REQUEST, f"already tracking {self._max_cameras} cameras; '{camera}' refused")
             frames = self._frames[camera] = collections.OrderedDict()
         frames[stamp_ns] = frame
         frames.move_to_end(stamp_ns)
@@ -105,10 +107,10 @@ class Pairing(Generic[F]):
             Refused: duplicate question id (BAD_REQUEST) or too many questions held (BUSY).
         """
         if waiting.question_id in self._waiting:
-            raise Refused("BAD_REQUEST", f"question_id '{waiting.question_id}' is already waiting")
+            raise Refused(Status.BAD_REQUEST, f"question_id '{waiting.question_id}' is already waiting")
         frame = self.cache.get(waiting.camera, waiting.stamp_ns, self._tolerance)
         if len(self._waiting) + in_flight >= self._max_waiting:
-            raise Refused("BUSY", f"{len(self._waiting) + in_flight} questions held, limit {self._max_waiting}")
+            raise Refused(Status.BUSY, f"{len(self._waiting) + in_flight} questions held, limit {self._max_waiting}")
         if frame is not None:
             return frame
         self._waiting[waiting.question_id] = waiting

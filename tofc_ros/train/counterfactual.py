@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from tofc_ros.eval.easyvqa import COLOURS, SHAPES, VQAImage, object_label
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, VQAImage, object_label
 
 __all__ = ["swap_probability", "Counterfactuals"]
 

@@ -1,7 +1,7 @@
 """A whole LLaVA model held for training, seen through the same DeviceHalf / ServerHalf code that serving runs.
 
     pixel_values [T,3,S,S] ─ vision_features (grad) ─► [T, n_v, d] ─► (merge / codec) ─► ServerHalf.image_embeddings
-                                                                                        ─► packed LM pass (packing.py)
+                                                                                        ─► packed LM pass (backbones/answer_scoring.py)
 
 The modules are those of one ``LlavaOnevisionForConditionalGeneration`` (or ``LlavaForConditionalGeneration``), so
 ``save`` writes a normal llava-hf directory that ``backbones.load_device_half`` / ``load_server_half`` and

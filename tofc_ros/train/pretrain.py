@@ -14,7 +14,7 @@ Three stages, one command:
    With ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's word with the image, which it
    never learned on full tokens from a fresh start.
 1. VQA training on full tokens: the loss is the cross-entropy of the answer tokens + EOS given the full prompt,
-   through the same ServerHalf prompt/projection/token-order code that serves the model (``packing.answer_logits``
+   through the same ServerHalf prompt/projection/token-order code that serves the model (``backbones.answer_scoring.answer_logits``
    shares the image prefix between an image's questions, exactly). The tower stays frozen when ``train_vision`` is
    false (as in LLaVA's own recipe); no codec, and merging only if ``merge`` asks for it.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from tofc_ros.eval.easyvqa import VQAImage, load_split, num_questions
+from tofc_ros.data.easyvqa import VQAImage, load_split, num_questions
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
@@ -53,9 +53,9 @@ from tofc_ros.train.common import (
 )
 from tofc_ros.train.counterfactual import Counterfactuals
 from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.merge import MERGE_METHODS, merge_features
+from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
-from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 
 __all__ = ["TinyModelConfig", "MergedStageConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch",
            "main"]
@@ -210,7 +210,7 @@ def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]
 @torch.no_grad()
 def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: int = 16,
                   progress: bool = False, merge: str = "none", n_c: int = 32) -> dict:
-    """Teacher-forced greedy exact-match accuracy (see ``packing.answer_stats``): uncompressed features, or merged
+    """Teacher-forced greedy exact-match accuracy (see ``backbones.answer_scoring.answer_stats``): uncompressed features, or merged
     ones when ``merge`` is not "none"."""
     pixels = PixelPath(model.device_half)
     prompts = PromptCache(model.server)

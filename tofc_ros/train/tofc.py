@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from tofc_ros.eval.easyvqa import load_split
+from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
@@ -50,8 +50,8 @@ from tofc_ros.train.common import (
     timer,
 )
 from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.merge import MERGE_METHODS, merge_features
-from tofc_ros.train.packing import PromptCache, answer_logits, answer_stats
+from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.train.pretrain import vision_batch
 
 __all__ = ["LoraSettings", "CodecSettings", "TofcTrainConfig", "TofcTrainer", "expand_sweep", "main"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tofc_ros.eval.easyvqa import COLOURS, SHAPES, VQAImage, object_label
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, VQAImage, object_label
 from tofc_ros.train.common import PixelPath, cosine_lr, timer
 
 __all__ = ["VisionPretrainConfig", "object_labels", "pretrain_vision", "evaluate_vision"]

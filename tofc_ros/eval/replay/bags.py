@@ -235,10 +235,6 @@ class BagWriter:
         self._writer.write(conn, int(t_ns), bytes(data))
         self.count += 1
 
-    def write_msg(self, topic: str, msgtype: str, t_ns: int, msg) -> None:
-        """Append one rosbags message object (serialised with the typestore)."""
-        self.write(topic, msgtype, t_ns, typestore().serialize_cdr(msg, msgtype))
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -6,23 +6,14 @@ subscriptions receive, so nothing here depends on the generated Python message c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from tofc_ros.eval.replay.bags import BagQuestion, stamp_ns
 from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, typestore
+from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status
 
-__all__ = ["STATUS_NAMES", "AnswerRecord", "FeaturesInfo", "answer_cdr", "answer_record", "features_info",
-           "image_cdr", "question_cdr", "compressed_image_cdr", "restamp_question"]
-
-
-def _status_names() -> dict[int, str]:
-    cls = typestore().types[ANSWER]
-    return {getattr(cls, n): n[len("STATUS_"):] for n in dir(cls) if n.startswith("STATUS_")}
-
-
-STATUS_NAMES = _status_names()
+__all__ = ["answer_cdr", "answer_record", "features_cdr", "features_frame", "image_cdr", "question_cdr",
+           "compressed_image_cdr"]
 
 
 def _types():
@@ -49,13 +40,6 @@ def question_cdr(q: BagQuestion, asked_ns: int) -> bytes:
     return bytes(typestore().serialize_cdr(msg, QUESTION))
 
 
-def restamp_question(data: bytes, asked_ns: int) -> bytes:
-    """The same Question with header.stamp = ``asked_ns`` (a bag's recorded stamps lie in the past)."""
-    msg = typestore().deserialize_cdr(data, QUESTION)
-    msg.header.stamp = _time(asked_ns)
-    return bytes(typestore().serialize_cdr(msg, QUESTION))
-
-
 def image_cdr(rgb: np.ndarray, stamp: int, frame_id: str = "camera_optical_frame") -> bytes:
     """sensor_msgs/Image rgb8 from uint8 [H, W, 3], as CDR bytes."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -74,60 +58,40 @@ def compressed_image_cdr(data: bytes, fmt: str, stamp: int, frame_id: str = "cam
     return bytes(typestore().serialize_cdr(msg, COMPRESSED_IMAGE))
 
 
-@dataclass(frozen=True)
-class AnswerRecord:
-    """The fields of a tofc_msgs/Answer the report uses; ``status`` is the name (OK, NO_FRAME, ...)."""
-
-    question_id: str
-    status: str
-    error: str
-    text: str
-    camera: str
-    image_stamp_ns: int
-    format: str
-    payload_bytes: int
-    device_ms: float
-    transfer_ms: float
-    wait_ms: float
-    server_ms: float
-    total_ms: float
-
-
 def answer_record(data: bytes) -> AnswerRecord:
-    """Deserialise an Answer's CDR bytes."""
+    """Deserialise an Answer's CDR bytes (an unknown status value raises ValueError)."""
     m = typestore().deserialize_cdr(data, ANSWER)
-    return AnswerRecord(m.question_id, STATUS_NAMES.get(m.status, f"UNKNOWN_{m.status}"), m.error, m.text,
-                        m.camera, stamp_ns(m.image_stamp), m.format, int(m.payload_bytes), float(m.device_ms),
-                        float(m.transfer_ms), float(m.wait_ms), float(m.server_ms), float(m.total_ms))
+    return AnswerRecord(m.question_id, Status(m.status), m.error, m.text, m.camera, stamp_ns(m.image_stamp),
+                        m.format, int(m.payload_bytes), float(m.device_ms), float(m.transfer_ms), float(m.wait_ms),
+                        float(m.server_ms), float(m.total_ms))
 
 
-def answer_cdr(question_id: str, status: str = "OK", text: str = "", **fields) -> bytes:
-    """An Answer as CDR bytes (tests and tools; the server builds its own)."""
+def answer_cdr(record: AnswerRecord, stamp: int = 0) -> bytes:
+    """An Answer as CDR bytes (offline re-answering and tests; the server node builds its own)."""
     Answer = typestore().types[ANSWER]
-    codes = {v: k for k, v in STATUS_NAMES.items()}
-    msg = Answer(header=_header(fields.pop("stamp_ns", 0)), question_id=question_id, status=codes[status],
-                 error=fields.pop("error", ""), text=text, camera=fields.pop("camera", ""),
-                 image_stamp=_time(fields.pop("image_stamp_ns", 0)), format=fields.pop("format", ""),
-                 payload_bytes=int(fields.pop("payload_bytes", 0)),
-                 **{k: float(fields.pop(k, 0.0)) for k in
-                    ("device_ms", "transfer_ms", "wait_ms", "server_ms", "total_ms")})
-    if fields:
-        raise TypeError(f"unknown Answer fields {sorted(fields)}")
+    msg = Answer(header=_header(stamp), question_id=record.question_id, status=int(record.status),
+                 error=record.error, text=record.text, camera=record.camera,
+                 image_stamp=_time(record.image_stamp_ns), format=record.format,
+                 payload_bytes=int(record.payload_bytes), device_ms=float(record.device_ms),
+                 transfer_ms=float(record.transfer_ms), wait_ms=float(record.wait_ms),
+                 server_ms=float(record.server_ms), total_ms=float(record.total_ms))
     return bytes(typestore().serialize_cdr(msg, ANSWER))
 
 
-@dataclass(frozen=True)
-class FeaturesInfo:
-    """What the report needs from a CompressedFeatures message (the payload itself is not kept)."""
-
-    stamp_ns: int
-    camera: str
-    sequence: int
-    format: str
-    payload_bytes: int
-
-
-def features_info(data: bytes) -> FeaturesInfo:
-    """Deserialise a CompressedFeatures message's routing fields."""
+def features_frame(data: bytes, arrival_ns: int = 0, keep_payload: bool = False) -> ReceivedFrame:
+    """A CompressedFeatures message's CDR bytes as the server's ReceivedFrame (payload dropped unless kept)."""
     m = typestore().deserialize_cdr(data, FEATURES)
-    return FeaturesInfo(stamp_ns(m.header.stamp), m.camera, int(m.sequence), m.format, len(m.payload))
+    payload = bytes(m.payload)
+    return ReceivedFrame(camera=m.camera, stamp_ns=stamp_ns(m.header.stamp), sequence=int(m.sequence),
+                         format=m.format, payload=payload if keep_payload else b"", payload_size=len(payload),
+                         refusal="", device_ms=float(m.device_ms), sent_ns=stamp_ns(m.sent), arrival_ns=arrival_ns)
+
+
+def features_cdr(frame_id: str, camera: str, stamp: int, sequence: int, fmt: str, payload: bytes,
+                 device_ms: float = 0.0, sent: int = 0) -> bytes:
+    """A CompressedFeatures as CDR bytes (tests and tools; the device node builds its own)."""
+    Msg = typestore().types[FEATURES]
+    msg = Msg(header=_header(stamp, frame_id), camera=camera, sequence=sequence, format=fmt,
+              payload=np.frombuffer(payload, np.uint8), vision_ms=0.0, merge_ms=0.0, encode_ms=0.0,
+              device_ms=float(device_ms), sent=_time(sent))
+    return bytes(typestore().serialize_cdr(msg, FEATURES))

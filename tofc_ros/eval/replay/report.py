@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tofc_ros.eval.replay.bags import BagQuestion
-from tofc_ros.eval.replay.messages import AnswerRecord, FeaturesInfo
 from tofc_ros.eval.replay.questions import is_correct
+from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status
 
 __all__ = ["LATENCY_TERMS", "ReplayLog", "build_report", "markdown_summary", "write_report"]
 
@@ -33,7 +33,7 @@ class ReplayLog:
     asked: list[tuple[BagQuestion, float]] = field(default_factory=list)
     answers: dict[str, tuple[AnswerRecord, float]] = field(default_factory=dict)
     frames: list[tuple[int, float]] = field(default_factory=list)  # (image stamp ns, played at)
-    features: list[tuple[FeaturesInfo, float]] = field(default_factory=list)
+    features: list[tuple[ReceivedFrame, float]] = field(default_factory=list)
     truth: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -55,13 +55,13 @@ def build_report(log: ReplayLog) -> dict:
         row = {"question_id": q.question_id, "question": q.text, "camera": q.camera,
                "image_stamp_ns": q.image_stamp_ns, "ground_truth": truth, "asked_s": round(asked_s, 6),
                "answered_s": None if answered_s is None else round(answered_s, 6),
-               "answer": ans.text if ans else None, "status": ans.status if ans else "UNANSWERED",
+               "answer": ans.text if ans else None, "status": ans.status.name if ans else "UNANSWERED",
                "error": ans.error if ans else "", "correct": None,
                "format": ans.format if ans else "", "payload_bytes": ans.payload_bytes if ans else None}
         for term in LATENCY_TERMS:
             row[term] = getattr(ans, term) if ans else None
         if truth is not None:
-            row["correct"] = bool(ans and ans.status == "OK" and is_correct(ans.text, truth))
+            row["correct"] = bool(ans and ans.status == Status.OK and is_correct(ans.text, truth))
         rows.append(row)
 
     statuses: dict[str, int] = {}

@@ -39,7 +39,7 @@ def write_sample_bag(out: str | Path, storage: str = "mcap", n_images: int = 20,
     Returns:
         (bag path, sidecar path, number of questions).
     """
-    from tofc_ros.eval.easyvqa import load_split
+    from tofc_ros.data.easyvqa import load_split
 
     out = Path(out)
     if out.exists():

@@ -9,7 +9,7 @@ batch that attends to that cache::
     question q of image b:   KV_b + [ question tokens + answer tokens + EOS ] at positions P … P+S-1  ──► logits
 
 Each suffix token sees exactly the keys, values and positions it sees in ``ServerHalf.logits(features, grid,
-image_size, question, answer)``, so the logits agree to float rounding (``test_train_packing.py`` checks it against
+image_size, question, answer)``, so the logits agree to float rounding (``test_pipeline_objects.py`` checks it against
 that path). With uncompressed features (M = 1485 for a 64×64 easy-vqa image) this is one pass instead of ~10.
 
 Prompt tokens come from ``ServerHalf.prompt_ids`` (the serving code), never re-implemented here.
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from tofc_ros.backbones.server_half import IGNORE_INDEX, ServerHalf
+from .server_half import IGNORE_INDEX, ServerHalf
 
 __all__ = ["PromptCache", "AnswerLogits", "answer_logits", "answer_stats"]
 
@@ -164,7 +164,7 @@ def answer_stats(scores: AnswerLogits) -> tuple[torch.Tensor, torch.Tensor]:
     Greedy decoding returns the reference answer exactly iff at every answer position (and at the EOS) the argmax of
     the teacher-forced logits is the reference token: until the first disagreement greedy decoding has produced the
     reference prefix, so its logits are these. ``correct`` is therefore the exact-match accuracy of greedy generation
-    (token-exact; ``test_train_packing.py`` checks it against ``ServerHalf.answer``).
+    (token-exact; ``test_pipeline_objects.py`` checks it against ``ServerHalf.answer``).
 
     Returns:
         (mean cross-entropy over scored tokens: scalar, correct: [Q] bool).

@@ -2,6 +2,8 @@
 
 Thread-safe: the executor thread puts frames and requests, the encoder thread takes work. Memory is bounded by
 construction: one pending frame per camera plus `history` recent frames per camera, whatever the camera rate.
+Time comes from an injected clock (seconds), so the rate limit is tested without sleeping: ``poll`` never waits,
+``take`` waits on a condition for ``poll`` to have work.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
-LATEST = 0
+from tofc_ros.pipeline.pairing import LATEST
 
 
 class FrameStore:
@@ -24,7 +26,9 @@ class FrameStore:
         max_requests: on-demand requests waiting at most (older ones are dropped first).
     """
 
-    def __init__(self, cameras: list[str], history: int, min_period_s: float, max_requests: int = 32) -> None:
+    def __init__(self, cameras: list[str], history: int, min_period_s: float, max_requests: int = 32,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._pending: dict[str, tuple[int, Any] | None] = dict.fromkeys(cameras)
         self._recent = {c: collections.OrderedDict() for c in cameras}
@@ -63,15 +67,20 @@ class FrameStore:
             self._cond.notify_all()
             return True
 
+    def poll(self) -> tuple[str, int, Any] | None:
+        """The next (camera, stamp_ns, frame) to encode now, or None; never waits."""
+        with self._cond:
+            return None if self._closed else self._next_work()
+
     def take(self, timeout: float) -> tuple[str, int, Any] | None:
         """The next (camera, stamp_ns, frame) to encode, waiting up to `timeout` seconds; None if there is none."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         with self._cond:
             while not self._closed:
                 work = self._next_work()
                 if work is not None:
                     return work
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     return None
                 self._cond.wait(min(remaining, self._soonest_start()))
@@ -87,12 +96,12 @@ class FrameStore:
             self._cond.notify_all()
 
     def _soonest_start(self) -> float:
-        waits = [self._next_start[c] - time.monotonic() for c, p in self._pending.items() if p is not None]
+        waits = [self._next_start[c] - self._clock() for c, p in self._pending.items() if p is not None]
         return max(min(waits), 0.001) if waits else 3600.0
 
     def _next_work(self) -> tuple[str, int, Any] | None:
         if self.continuous:
-            now = time.monotonic()
+            now = self._clock()
             ready = [c for c, p in self._pending.items() if p is not None and self._next_start[c] <= now]
             if not ready:
                 return None

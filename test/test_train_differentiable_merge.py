@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tofc_ros.codec.merging import dpc_knn_merge
-from tofc_ros.train.merge import merge_features, uniform_grid
+from tofc_ros.train.differentiable_merge import merge_features, uniform_grid
 
 
 def _x(t=2, n=729, d=16, seed=0):

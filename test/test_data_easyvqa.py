@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tofc_ros.eval.easyvqa import answers, load_split, num_questions
+from tofc_ros.data.easyvqa import answers, load_split, num_questions
 
 
 def test_answers_are_the_13_words():
@@ -48,7 +48,7 @@ def test_images_are_64x64_rgb():
 
 
 def test_object_labels_read_from_the_answers():
-    from tofc_ros.eval.easyvqa import COLOURS, SHAPES, object_label
+    from tofc_ros.data.easyvqa import COLOURS, SHAPES, object_label
 
     assert set(SHAPES) | set(COLOURS) | {"yes", "no"} == set(answers())
     train = load_split("train")

@@ -1,0 +1,119 @@
+"""Every parameter a node declares is read by that node: its config object's attribute reads are traced while the
+node starts and handles a message of each kind (the anti-pattern this guards against: configuration declared, then
+ignored). A parameter that matters only in one mode is read in a scenario of that mode."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from rclpy.parameter import Parameter
+
+from tofc_ros.config import DemoClientConfig, DeviceConfig, ReplayConfig, ServerConfig, UplinkConfig
+from tofc_ros.nodes.demo_client import DemoClient, synthetic_frame
+from tofc_ros.nodes.device_node import DeviceNode
+from tofc_ros.nodes.replay_node import ReplayNode
+from tofc_ros.nodes.server_node import ServerNode
+from tofc_ros.nodes.uplink_node import UplinkNode
+from test_ros_nodes import Client
+
+CONFIG_MODULE = str(Path(__file__).resolve().parents[1] / "tofc_ros" / "config.py")
+
+
+@contextlib.contextmanager
+def traced(config_cls):
+    """Record the names of config fields read from outside tofc_ros/config.py (validation reads them all)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    reads: set[str] = set()
+
+    def spy(self, name):
+        if name in names:
+            caller = sys._getframe(1).f_code.co_filename
+            if "tofc_ros" in caller and not caller.endswith("config.py") and "<" not in caller:
+                reads.add(name)
+        return object.__getattribute__(self, name)
+
+    config_cls.__getattribute__ = spy
+    try:
+        yield reads
+    finally:
+        del config_cls.__getattribute__
+
+
+def _params(**values):
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def _unread(config_cls, reads):
+    return sorted({f.name for f in dataclasses.fields(config_cls)} - reads)
+
+
+def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_path):
+    with traced(DeviceConfig) as reads:
+        client = Client(ros)
+        # TOFC, continuous: the model, codec and merging parameters; a camera frame.
+        device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_params(
+            codec="tofc", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path), max_rate_hz=50.0)))
+        wait_for(lambda: device._subs["front"].get_publisher_count())
+        client.image(synthetic_frame(0, 32, 32), sec=1)
+        wait_for(lambda: client.features, timeout=60)
+        # Placeholder, on demand: the history, the questions subscription, the stamp tolerance.
+        on_demand = ros.add(DeviceNode(context=ros.context, namespace="od", parameter_overrides=_params(
+            codec="placeholder-zstd", mode="on_demand")))
+        on_demand._on_question(type("Q", (), {"camera": "", "image_stamp": type("T", (), {"sec": 0, "nanosec": 0})}))
+    assert _unread(DeviceConfig, reads) == []
+
+
+def test_the_server_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_path):
+    with traced(ServerConfig) as reads:
+        server = ros.add(ServerNode(context=ros.context, parameter_overrides=_params(
+            answerer="model", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path))))
+        client = Client(ros)
+        wait_for(lambda: client.questions.get_subscription_count() and server.count_publishers("features"))
+        client.send_features(b"not a payload" * 8, sec=1, fmt="tofc/1")
+        wait_for(lambda: server.core.cached_frames)
+        q = __import__("tofc_msgs.msg", fromlist=["Question"]).Question(question_id="q", text="?")  # camera, timeout 0
+        q.image_stamp.sec = 1
+        client.questions.publish(q)
+        client.answer("q")
+    assert _unread(ServerConfig, reads) == []
+
+
+def test_the_uplink_node_reads_every_parameter(ros):
+    with traced(UplinkConfig) as reads:
+        ros.add(UplinkNode(context=ros.context))
+    assert _unread(UplinkConfig, reads) == []
+
+
+def test_the_replay_node_reads_every_parameter(ros, tmp_path):
+    from tofc_ros.eval.replay.messages import features_cdr
+    from tofc_ros.eval.replay.sample import write_sample_bag
+
+    bag, _, _ = write_sample_bag(tmp_path / "in.mcap", n_images=1, questions_per_image=1)
+    with traced(ReplayConfig) as reads:
+        replay = ros.add(ReplayNode(context=ros.context, parameter_overrides=_params(
+            bag=str(bag), output_dir=str(tmp_path / "out"))))
+        replay._on_features(features_cdr("f", "front", 1, 0, "fp16/1", b""))
+        replay.finish()
+    assert _unread(ReplayConfig, reads) == []
+
+
+def test_the_demo_client_reads_every_parameter(ros):
+    with traced(DemoClientConfig) as reads:
+        ros.add(DemoClient(context=ros.context))
+    assert _unread(DemoClientConfig, reads) == []
+
+
+@pytest.mark.parametrize("config_cls", [DeviceConfig, ServerConfig, UplinkConfig, ReplayConfig, DemoClientConfig])
+def test_the_tracer_sees_reads_and_would_report_an_unread_field(config_cls):
+    with traced(config_cls) as reads:
+        cfg = config_cls()  # validation alone reads every field, and is not counted
+    assert reads == set()
+    first = dataclasses.fields(config_cls)[0].name
+    with traced(config_cls) as reads:
+        getattr(cfg, first)  # this test file is not under tofc_ros/: not counted either
+    assert reads == set() and len(_unread(config_cls, reads)) == len(dataclasses.fields(config_cls))

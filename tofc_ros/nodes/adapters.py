@@ -1,0 +1,85 @@
+"""Messages <-> pipeline records, in one place: the only module that knows both the msg fields and the records.
+
+    CompressedFeatures  <- features_msg(EncodedFrame, image header, camera, sequence, device_ms, sent)   (device)
+                        -> received_frame(msg, arrival_ns, max_payload_bytes) -> ReceivedFrame         (server)
+    Question            -> request(msg, received_ns, default camera, default timeout) -> Request         (server)
+    Answer              <- answer_msg(AnswerRecord, stamp)                                              (server)
+
+No rclpy here, only the generated message classes; the nodes call these and stay thin.
+"""
+
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
+
+from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request
+
+__all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg"]
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def to_time(ns: int) -> Time:
+    """Integer nanoseconds as builtin_interfaces/Time."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def features_msg(frame: EncodedFrame, image_header, camera: str, sequence: int, device_ms: float,
+                 sent_ns: int) -> CompressedFeatures:
+    """The CompressedFeatures of an encoded frame; the header (stamp, frame_id) is the camera image's own."""
+    msg = CompressedFeatures()
+    msg.header = image_header
+    msg.camera = camera
+    msg.sequence = sequence
+    msg.format = frame.format
+    msg.payload = frame.payload
+    msg.vision_ms = frame.timings.vision_ms
+    msg.merge_ms = frame.timings.merge_ms
+    msg.encode_ms = frame.timings.encode_ms
+    msg.device_ms = device_ms
+    msg.sent = to_time(sent_ns)
+    return msg
+
+
+def received_frame(msg: CompressedFeatures, arrival_ns: int, max_payload_bytes: int) -> ReceivedFrame:
+    """What the server keeps of a CompressedFeatures; an oversize payload is dropped unread and marked refused."""
+    size = len(msg.payload)
+    oversize = size > max_payload_bytes
+    return ReceivedFrame(
+        camera=msg.camera, stamp_ns=stamp_ns(msg.header.stamp), sequence=int(msg.sequence), format=msg.format,
+        payload=b"" if oversize else bytes(msg.payload), payload_size=size,
+        refusal=f"payload of {size} B exceeds max_payload_bytes = {max_payload_bytes}" if oversize else "",
+        device_ms=float(msg.device_ms), sent_ns=stamp_ns(msg.sent), arrival_ns=arrival_ns)
+
+
+def request(msg: Question, received_ns: int, default_camera: str, default_timeout_s: float) -> Request:
+    """A Question as the server core keeps it (its deadline counted from receipt)."""
+    timeout_s = msg.timeout_s if msg.timeout_s > 0 else default_timeout_s
+    return Request(question_id=msg.question_id, text=msg.text, camera=msg.camera or default_camera,
+                   stamp_ns=stamp_ns(msg.image_stamp), asked_ns=stamp_ns(msg.header.stamp),
+                   received_ns=received_ns, deadline_ns=received_ns + int(timeout_s * 1e9))
+
+
+def answer_msg(record: AnswerRecord, stamp_ns_now: int) -> Answer:
+    """The Answer message of a record, stamped with the publishing time."""
+    msg = Answer()
+    msg.header.stamp = to_time(stamp_ns_now)
+    msg.question_id = record.question_id
+    msg.status = int(record.status)
+    msg.error = record.error
+    msg.text = record.text
+    msg.camera = record.camera
+    msg.image_stamp = to_time(record.image_stamp_ns)
+    msg.format = record.format
+    msg.payload_bytes = record.payload_bytes
+    msg.device_ms = record.device_ms
+    msg.transfer_ms = record.transfer_ms
+    msg.wait_ms = record.wait_ms
+    msg.server_ms = record.server_ms
+    msg.total_ms = record.total_ms
+    return msg

@@ -1,0 +1,111 @@
+"""The server's answerers: a decoded frame + a question in, the answer text out (no rclpy).
+
+    ModelAnswerer:        features [T, C, d] (or pixels through the server's own vision tower)
+                          -> projector -> token order -> LLM -> greedy answer           (answer)
+                          the same prompt and model, teacher-forced over every question of a frame at once
+                          -> exact match of greedy generation, without generating        (score)
+    PlaceholderAnswerer:  describes placeholder pixels and says plainly that no language model ran.
+
+``build_server`` makes the decoder and the answerer a ServerConfig asks for; the server node, the offline replay,
+rate-accuracy and latency evaluation and the benchmarks all answer through them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from tofc_ros.pipeline.decoder import FrameDecoder
+from tofc_ros.pipeline.records import DecodedFrame
+
+__all__ = ["Answerer", "ModelAnswerer", "PlaceholderAnswerer", "build_server"]
+
+PLACEHOLDER_FORMAT = "placeholder-zstd/1"
+
+
+class Answerer(Protocol):
+    """What the server calls for every question paired with a decoded frame."""
+
+    def answer(self, frame: DecodedFrame, question: str) -> str:
+        """Answer ``question`` about ``frame``."""
+        ...
+
+
+class PlaceholderAnswerer:
+    """Describes placeholder payloads (lossless pixels), saying that no language model ran."""
+
+    def answer(self, frame: DecodedFrame, question: str) -> str:
+        rgb = frame.rgb
+        mean = np.round(rgb.reshape(-1, 3).mean(axis=0)).astype(int)
+        return (f"[placeholder: no language model loaded] {rgb.shape[1]}x{rgb.shape[0]} image, "
+                f"mean colour RGB({mean[0]}, {mean[1]}, {mean[2]})")
+
+
+class ModelAnswerer:
+    """Answer with the LLaVA server half: decoded features, or pixels through its vision tower.
+
+    Args:
+        server_half: the projector + LLM side (tofc_ros.backbones.ServerHalf), with ``vision`` loaded for images.
+        options: generation options (tofc_ros.backbones.GenerationOptions).
+    """
+
+    def __init__(self, server_half, options=None) -> None:
+        from tofc_ros.backbones import GenerationOptions
+        from tofc_ros.backbones.answer_scoring import PromptCache
+
+        self.server_half = server_half
+        self.options = options or GenerationOptions()
+        self._prompts = PromptCache(server_half)
+
+    def _features(self, frame: DecodedFrame):
+        """(features [T, n, d], grid, image size) of a frame; images go through the server's vision tower."""
+        if frame.features is not None:
+            return frame.features, frame.header.grid, frame.header.image_size
+        vision = self.server_half.encode_image(frame.rgb)
+        return vision.features, vision.grid, vision.image_size
+
+    def answer(self, frame: DecodedFrame, question: str) -> str:
+        features, grid, size = self._features(frame)
+        return self.server_half.answer(features, grid, size, question, self.options)
+
+    def score(self, frames: Sequence[DecodedFrame], questions: Sequence[Sequence[str]],
+              references: Sequence[Sequence[str]]) -> list[list[bool]]:
+        """Whether greedy ``answer`` would return each reference exactly, for every question of every frame.
+
+        Teacher-forced: greedy decoding returns the reference iff every reference token and the EOS is the argmax
+        given the reference prefix, so one pass over each frame's shared prompt prefix scores all its questions
+        (``backbones.answer_scoring``; its equality with ``answer`` is tested). This holds for references shorter
+        than ``options.max_new_tokens`` tokens (every data set here answers in one or two).
+        """
+        import torch
+
+        from tofc_ros.backbones.answer_scoring import answer_logits, answer_stats
+
+        with torch.inference_mode():
+            embeds = [self.server_half.image_embeddings(*self._features(f)) for f in frames]
+            scores = answer_logits(self.server_half, self._prompts, embeds, questions, references)
+            _, ok = answer_stats(scores)
+        flat = ok.tolist()
+        out, pos = [], 0
+        for qs in questions:
+            out.append(flat[pos: pos + len(qs)])
+            pos += len(qs)
+        return out
+
+
+def build_server(config) -> tuple[FrameDecoder, Answerer]:
+    """The decoder and answerer a ServerConfig asks for."""
+    if config.answerer == "placeholder":
+        return FrameDecoder(formats=[PLACEHOLDER_FORMAT], accept_images=True,
+                            max_pixels=config.max_image_pixels), PlaceholderAnswerer()
+    from tofc_ros.backbones import GenerationOptions, load_server_half
+    from tofc_ros.codec.registry import load_codec
+    from tofc_ros.resources import resolve_resource
+
+    server_half = load_server_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device,
+                                   load_vision=config.load_vision)
+    codecs = [load_codec(str(resolve_resource(config.codec_path)), device=config.device)] if config.codec_path else []
+    decoder = FrameDecoder(codecs, server_half.spec, server_half.fingerprint, accept_images=config.load_vision,
+                           max_pixels=config.max_image_pixels)
+    return decoder, ModelAnswerer(server_half, GenerationOptions(max_new_tokens=config.max_new_tokens))

@@ -1,0 +1,118 @@
+"""The device's frame encoder: RGB image in, one self-describing payload and its timings out (no rclpy).
+
+    FeatureEncoder (TOFC and the feature baselines):
+        rgb -> DeviceHalf (tiles -> vision tower) -> [T, n_v, d] -> DPC-KNN merge -> [T, n_c, d] -> codec -> payload
+    ImageEncoder (JPEG, WebP, the placeholder): rgb -> codec -> payload (the server runs the vision tower)
+
+The device node, replay, offline evaluation, the latency model and the benchmarks all encode through these objects,
+built from the same parameters by :func:`make_encoder`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from tofc_ros.pipeline.records import DeviceTimings, EncodedFrame
+
+__all__ = ["FrameEncoder", "FeatureEncoder", "ImageEncoder", "codec_from_config", "make_encoder"]
+
+
+class FrameEncoder(Protocol):
+    """What the device node calls for every frame it publishes."""
+
+    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        """Encode an RGB image [H, W, 3] uint8."""
+        ...
+
+
+def _ms(start: float, end: float) -> float:
+    return (end - start) * 1e3
+
+
+class FeatureEncoder:
+    """Vision tower + DPC-KNN merging + a feature codec (TOFC or a baseline).
+
+    Args:
+        device_half: the vision side of the backbone (tofc_ros.backbones.DeviceHalf).
+        codec: a feature codec (tofc_ros.codec.Codec of kind "features").
+        n_clusters: merged features per tile; 0 or >= the tower's tokens per tile sends every token unmerged.
+        k: DPC-KNN neighbours.
+        merge: replaces DPC-KNN (``merge(features [T, N, d], n_c) -> [T, n_c, d]``); for ablation benchmarks only.
+    """
+
+    def __init__(self, device_half, codec, n_clusters: int, k: int = 5,
+                 merge: Callable | None = None) -> None:
+        if codec.kind != "features":
+            raise ValueError(f"{codec.format} codes images, not features: use ImageEncoder")
+        self.device_half = device_half
+        self.codec = codec
+        self.n_clusters = n_clusters
+        self.k = k
+        self._merge = merge
+        self._backbone = bytes.fromhex(device_half.fingerprint) if device_half.fingerprint else bytes(16)
+
+    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        import torch  # here, not at module level: image encoders start without the vision stack
+
+        from tofc_ros.codec import FrameContext
+        from tofc_ros.codec.merging import dpc_knn_merge
+
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            vision = self.device_half.encode_image(rgb)
+            t1 = time.perf_counter()
+            features = vision.features.float()
+            if 0 < self.n_clusters < features.shape[1]:
+                if self._merge is None:
+                    features = dpc_knn_merge(features, self.n_clusters, k=self.k).merged
+                else:
+                    features = self._merge(features, self.n_clusters)
+            t2 = time.perf_counter()
+            context = FrameContext(self._backbone, vision.image_size, vision.grid,
+                                   self.device_half.spec.vision_layers_needed)
+            payload = self.codec.encode(features.cpu(), context)
+            t3 = time.perf_counter()
+        return EncodedFrame(payload, self.codec.format, DeviceTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3)))
+
+
+class ImageEncoder:
+    """Send the image itself with an image codec (the paper's JPEG/WebP upload baselines, or the placeholder)."""
+
+    def __init__(self, codec) -> None:
+        if codec.kind != "image":
+            raise ValueError(f"{codec.format} codes features, not images: use FeatureEncoder")
+        self.codec = codec
+
+    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        t0 = time.perf_counter()
+        payload = self.codec.encode(rgb)
+        return EncodedFrame(payload, self.codec.format, DeviceTimings(encode_ms=_ms(t0, time.perf_counter())))
+
+
+def codec_from_config(config):
+    """The codec a DeviceConfig (or ServerConfig) names: TOFC weights from ``codec_path``, baselines by name."""
+    from tofc_ros.codec import load_codec
+    from tofc_ros.resources import resolve_resource
+
+    if config.codec == "tofc":
+        return load_codec(str(resolve_resource(config.codec_path)), device=config.device)
+    options = {"fp16": {}, "fp16-zstd": {"level": config.zstd_level},
+               "quant-zstd": {"bits": config.quant_bits, "level": config.zstd_level},
+               "jpeg": {"quality": config.image_quality}, "webp": {"quality": config.image_quality},
+               "rgb8": {}, "placeholder-zstd": {"level": config.zstd_level}}
+    return load_codec(config.codec, **options[config.codec])
+
+
+def make_encoder(config) -> FrameEncoder:
+    """The encoder a DeviceConfig asks for (loads the vision tower only when features are sent)."""
+    codec = codec_from_config(config)
+    if codec.kind == "image":
+        return ImageEncoder(codec)
+    from tofc_ros.backbones import load_device_half
+    from tofc_ros.resources import resolve_resource
+
+    device_half = load_device_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device)
+    return FeatureEncoder(device_half, codec, config.n_clusters, config.dpc_k)
