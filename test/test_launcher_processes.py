@@ -175,7 +175,8 @@ def test_cli_package_mode_print_and_show_args(prefix, env, monkeypatch, capsys):
     (['ghost', 'x.launch.xml'], "package 'ghost' not found"),
     (['/no/such/file.launch.xml'], 'not found'),
     (['demo', 'child.launch.xml'], "missing required launch argument(s): 'child_name'"),
-    (['demo', 'full.launch.xml', ':=x'], "bad launch argument ':=x'"),
+    (['demo', 'full.launch.xml', ':=x'], "malformed launch argument ':=x'"),
+    (['demo', 'full.launch.xml', 'ns:='], "malformed launch argument 'ns:='"),  # as ros2 launch
     ([], 'expected <package> <launch file>'),
 ])
 def test_cli_errors_exit_2(prefix, monkeypatch, capsys, argv, message):
