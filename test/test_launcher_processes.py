@@ -112,7 +112,7 @@ def test_on_exit_shutdown(tmp_path, env):
 
 
 def test_all_processes_exiting_zero_ends_the_launch(tmp_path, env):
-    path = launch_file(tmp_path, '<set-env name="TOFC_MODE" value="m1"/>',
+    path = launch_file(tmp_path, '<set_env name="TOFC_MODE" value="m1"/>',
                        '<node pkg="demo" exec="quick" name="q1"/>',
                        '<executable cmd="$(find-pkg-prefix demo)/lib/demo/quick plain" name="raw"/>')
     runner = kit.Runner([path], env)
@@ -189,4 +189,4 @@ def test_cli_subprocess_bad_launch_file_exits_2(tmp_path, env):
     path = launch_file(tmp_path, '<node pkg="demo" exec="sleeper" respawn="true"/>')
     runner = kit.Runner([path], env)
     assert runner.finish() == 2
-    assert "test.launch.xml:2: <node>: unsupported attribute 'respawn'" in runner.output
+    assert "test.launch.xml:2: <node>: attribute 'respawn' is not supported by this runner" in runner.output
