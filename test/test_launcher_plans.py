@@ -117,12 +117,20 @@ def test_missing_required_arguments_are_all_listed(tmp_path, env):
 
 
 def test_include_without_its_required_argument(tmp_path, prefix, env):
+    # As launch does, before running anything: the include itself must pass the argument...
     path = write(tmp_path, 'inc.launch.xml',
-                 f'<launch><include file="{share(prefix, "child.launch.xml")}"/></launch>')
+                 f'<launch>\n<include file="{share(prefix, "child.launch.xml")}"/></launch>')
     with pytest.raises(LaunchError) as e:
         load(path, env)
-    assert "required launch argument 'child_name'" in str(e.value)
+    assert "inc.launch.xml:2: <include>: the included file needs argument 'child_name'" in str(e.value)
     assert 'child.launch.xml:2' in str(e.value)
+    # ... even when the configuration is already set (launch does not look at it)
+    path = write(tmp_path, 'let.launch.xml', f'''<launch>
+      <let name="child_name" value="x"/>
+      <include file="$(dirname)/prefix/share/demo/child.launch.xml"/></launch>''')
+    with pytest.raises(LaunchError, match=r"let.launch.xml:3: <include>: child.launch.xml needs "
+                                          r"argument\(s\) 'child_name'"):
+        load(path, env)
 
 
 def test_include_is_not_a_scope_but_a_group_around_it_is(tmp_path, prefix, env):
@@ -199,12 +207,12 @@ def test_inline_param_values_are_typed_like_ros(tmp_path, env, text, value):
         assert type(plan.processes[0].node.inline_params['v']) is type(value)
 
 
-@pytest.mark.parametrize('text', ['[1, a]', '[]', '{a: 1}', ''])
+@pytest.mark.parametrize('text', ['[1, a]', '{a: 1}', '~', '2024-01-01'])
 def test_bad_param_values_are_refused(tmp_path, env, text):
     path = write(tmp_path, 'p.launch.xml',
                  f'<launch><node pkg="demo" exec="quick">\n<param name="v" value="{text}"/>'
                  '</node></launch>')
-    with pytest.raises(LaunchError, match=r'p.launch.xml:2: <param>'):
+    with pytest.raises(LaunchError, match=r"p.launch.xml:2: <param name=.v.>"):
         load(path, env)
 
 
@@ -214,8 +222,8 @@ def test_nested_params_and_yaml_typed_values(tmp_path, env):
     </node></launch>''')
     with load(xml, env) as plan:
         assert plan.processes[0].node.inline_params == {'qos.depth': 1, 'qos.reliable': True}
-        assert params_of(plan, plan.processes[0]) == [
-            {'/**': {'ros__parameters': {'qos': {'depth': 1, 'reliable': True}}}}]
+        assert params_of(plan, plan.processes[0]) == [  # flattened, as launch_ros writes them
+            {'/**': {'ros__parameters': {'qos.depth': 1, 'qos.reliable': True}}}]
     yml = write(tmp_path, 'n.launch.yaml', '''launch:
     - node:
         pkg: demo
@@ -257,9 +265,9 @@ def test_conditions(tmp_path, env):
 
 def test_environment_set_and_read(tmp_path, env):
     path = write(tmp_path, 'e.launch.xml', '''<launch>
-      <set-env name="A" value="1"/>
-      <set_env name="B" value="$(env A)-$(env NOT_SET_ANYWHERE fallback)-$(optenv NOPE)"/>
-      <group><set-env name="C" value="inner"/><unset_env name="HOME"/>
+      <set_env name="A" value="1"/>
+      <set_env name="B" value="$(env A)-$(env NOT_SET_ANYWHERE fallback)-$(env NOPE '')"/>
+      <group><set_env name="C" value="inner"/><unset_env name="HOME"/>
         <node pkg="demo" exec="quick" name="in"><env name="D" value="node"/></node></group>
       <node pkg="demo" exec="quick" name="out"/>
     </launch>''')
@@ -273,12 +281,13 @@ def test_environment_set_and_read(tmp_path, env):
 def test_executable_and_args_splitting(tmp_path, env):
     path = write(tmp_path, 'x.launch.xml', '''<launch>
       <let name="spaced" value="a b"/>
-      <executable cmd="echo  one $(var spaced)" name="echoer" cwd="$(dirname)" on_exit="shutdown"/>
+      <executable cmd="echo  one $(var spaced) 'two words'" name="echoer" cwd="$(dirname)"
+                  on_exit="shutdown"/>
       <node pkg="demo" exec="quick" args="--x=$(var spaced) y" ros_args="--log-level debug"/>
     </launch>''')
     with load(path, env) as plan:
         echo, node = plan.processes
-        assert echo.cmd == ['echo', 'one', 'a b'] and echo.name == 'echoer'
+        assert echo.cmd == ['echo', 'one', 'a b', 'two words'] and echo.name == 'echoer'
         assert echo.cwd == str(tmp_path) and echo.on_exit_shutdown and echo.node is None
         assert node.cmd[1:] == ['--x=a b', 'y', '--ros-args', '--log-level', 'debug',
                                 '--ros-args']
@@ -294,18 +303,24 @@ def test_choices(tmp_path, env):
 
 
 @pytest.mark.parametrize('body, message', [
-    ('<timer period="1"/>', r'ch.launch.xml:2: <timer>: unsupported action'),
+    ('<timer period="1"/>', r'ch.launch.xml:2: <timer>: not supported by this runner'),
+    ('<set-env name="A" value="1"/>', r'<set-env>: not a ROS 2 launch tag .* write <set_env>'),
     ('<node pkg="demo" exec="quick" respawn="true"/>',
-     r"ch.launch.xml:2: <node>: unsupported attribute 'respawn'"),
+     r"ch.launch.xml:2: <node>: attribute 'respawn' is not supported by this runner"),
+    ('<node pkg="demo" exec="quick" colour="red"/>',
+     r"<node>: unknown attribute 'colour' \(ROS 2 launch refuses it too"),
+    ('<executable cmd="ls" args="-l"/>', r"<executable>: unknown attribute 'args'.*cmd="),
     ('<node pkg="demo" exec="quick"><remap from="a"/></node>',
      r"ch.launch.xml:2: <remap>: missing required attribute 'to'"),
     ('<node pkg="demo" exec="quick"><foo/></node>', r'<foo>: not allowed inside <node>'),
-    ('<node pkg="demo" exec="quick" on_exit="restart"/>', r"on_exit='restart' is not supported"),
+    ('<node pkg="demo" exec="quick" on_exit="restart"/>', r"on_exit='restart': only the literal"),
     ('<node pkg="demo" exec="missing"/>', r"executable 'missing' of package 'demo' not found"),
     ('<node pkg="nopkg" exec="quick"/>', r"executable 'quick' of package 'nopkg' not found"),
     ('<node pkg="demo" exec="quick" name="bad-name"/>', r"invalid node name 'bad-name'"),
     ('<node pkg="demo" exec="quick" namespace="1x"/>', r"invalid namespace '/1x'"),
-    ('<include file="/does/not/exist.launch.xml"/>', r'included file .* does not exist'),
+    ('<include file="/does/not/exist.launch.xml"/>', r"<include>: file .* does not exist"),
+    ('<group if="false"><node pkg="demo" exec="quick" args="$(nope)"/></group>',
+     r'ch.launch.xml:2: unknown substitution'),  # the whole file is read first, as in launch
     ('<node pkg="demo" exec="quick" if="1" unless="0"/>', r"'if' and 'unless' cannot both"),
 ])
 def test_unsupported_or_bad_input_is_refused_with_location(tmp_path, env, body, message):
@@ -346,19 +361,23 @@ def test_first_prefix_with_the_package_wins(tmp_path, prefix):
         assert plan.configurations['s'] == str(other / 'share' / 'demo')
 
 
-def test_yaml_typed_attributes_are_read_as_xml_spells_them(tmp_path, env):
+def test_yaml_attributes_must_be_text_as_in_launch(tmp_path, env):
     path = write(tmp_path, 't.launch.yaml', '''launch:
-    - arg: {name: n, default: 3}
+    - arg: {name: n, default: "3"}
     - group:
         scoped: false
         children:
-        - let: {name: leaked, value: 1}
-    - node: {pkg: demo, exec: quick, name: a, if: true, args: --n $(var n) $(var leaked)}
-    - node: {pkg: demo, exec: quick, name: b, if: false}
+        - let: {name: leaked, value: "1"}
+    - node: {pkg: demo, exec: quick, name: a, if: "true", args: --n $(var n) $(var leaked)}
+    - node: {pkg: demo, exec: quick, name: b, if: "false"}
     ''')
     with load(path, env) as plan:
         assert [p.node.name for p in plan.processes] == ['a']
         assert plan.processes[0].cmd[1:4] == ['--n', '3', '1']
+    bad = write(tmp_path, 'b.launch.yaml', 'launch:\n- arg: {name: n, default: 3}\n')
+    with pytest.raises(LaunchError, match=r"b.launch.yaml:2: <arg>: attribute 'default' must be "
+                                          r"text, got YAML int 3; quote it"):
+        load(bad, env)
 
 
 def test_the_launcher_never_imports_rclpy():

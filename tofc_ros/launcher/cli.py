@@ -44,12 +44,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def split_targets(targets: List[str]) -> Tuple[List[str], Dict[str, str]]:
+    """Positional words and ``name:=value`` launch arguments, checked as ``ros2 launch`` does.
+
+    ``name:=`` (an empty value) and ``:=value`` are refused, as by ros2 launch (give the argument an
+    empty default instead); the last of repeated names wins.
+    """
     words, launch_args = [], {}
     for t in targets:
         if ':=' in t:
+            if t.startswith(':=') or (t.count(':=') == 1 and t.endswith(':=')):
+                raise LaunchError(f"malformed launch argument '{t}', expected format "
+                                  "'<name>:=<value>' with a value (ros2 launch refuses an empty "
+                                  "one too: give the argument an empty default instead)")
             name, value = t.split(':=', 1)
-            if not name:
-                raise LaunchError(f"bad launch argument '{t}': expected name:=value")
             launch_args[name] = value
         else:
             words.append(t)

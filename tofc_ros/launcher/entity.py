@@ -1,7 +1,9 @@
 """One tree shape for both frontends: a tag with attributes, children and a source location.
 
 The XML and YAML frontends differ only in spelling (XML puts ``<param>`` in child elements, YAML in
-a ``param:`` list); both are read into :class:`Entity` so the interpreter has one code path.
+a ``param:`` list); both are read into :class:`Entity` so the interpreter has one code path. Tag
+names are kept as written: launch knows ``set_env`` but not ``set-env``, and both spellings of
+``push_ros_namespace`` only because it registers both.
 """
 
 from dataclasses import dataclass, field
@@ -12,25 +14,35 @@ from .errors import LaunchError
 
 @dataclass
 class Entity:
-    """A launch tag. ``kind`` is normalized: dashes become underscores (``set-env`` == ``set_env``)."""
+    """A launch tag. XML attributes are strings; YAML ones keep their YAML type."""
 
     kind: str
     attrs: Dict[str, Any]
     children: List['Entity'] = field(default_factory=list)
     file: Optional[str] = None
     line: Optional[int] = None
+    yaml: bool = False                   # read by the YAML frontend (typed attribute values)
 
     def error(self, what: str) -> LaunchError:
         return LaunchError(f'<{self.kind}>: {what}', self.file, self.line)
 
     def check(self, allowed_attrs: Iterable[str],
-              allowed_children: Optional[Iterable[str]] = ()) -> None:
-        """Refuse anything this runner does not implement, rather than silently ignoring it."""
+              allowed_children: Optional[Iterable[str]] = (),
+              launch_only: Iterable[str] = ()) -> None:
+        """Refuse anything this runner does not implement, rather than silently ignoring it.
+
+        ``launch_only`` names attributes ROS 2 launch accepts here but this runner does not.
+        """
         allowed_attrs = set(allowed_attrs)
+        launch_only = set(launch_only)
         for name in self.attrs:
+            if name in launch_only:
+                raise self.error(f"attribute '{name}' is not supported by this runner (ROS 2 launch "
+                                 f"has it; supported here: {', '.join(sorted(allowed_attrs))})")
             if name not in allowed_attrs:
                 raise self.error(
-                    f"unsupported attribute '{name}' (supported: {', '.join(sorted(allowed_attrs))})")
+                    f"unknown attribute '{name}' (ROS 2 launch refuses it too; supported: "
+                    f"{', '.join(sorted(allowed_attrs))})")
         if allowed_children is None:  # the caller dispatches (and refuses) children itself
             return
         allowed_children = set(allowed_children)
@@ -46,7 +58,3 @@ class Entity:
         if name not in self.attrs:
             raise self.error(f"missing required attribute '{name}'")
         return self.attrs[name]
-
-
-def normalize_kind(tag: str) -> str:
-    return tag.replace('-', '_')

@@ -5,7 +5,7 @@ ElementTree forgets line numbers, so the tree is built from expat callbacks dire
 
 from xml.parsers import expat
 
-from .entity import Entity, normalize_kind
+from .entity import Entity
 from .errors import LaunchError
 
 
@@ -21,7 +21,7 @@ def parse_xml(path: str) -> Entity:
     roots = []
 
     def start(tag, attrs):
-        entity = Entity(normalize_kind(tag), dict(attrs), [], path, parser.CurrentLineNumber)
+        entity = Entity(tag, dict(attrs), [], path, parser.CurrentLineNumber)
         if stack:
             stack[-1].children.append(entity)
         else:

@@ -16,13 +16,14 @@ The YAML format mirrors the XML one::
 
 A list of mappings under an attribute (``param``, ``remap``, ``arg``, ``env``, ``choice``) becomes child
 entities of that kind, as XML child elements would; ``children`` holds nested actions.
-Scalar attributes keep their YAML type (a parameter ``value: 3`` stays an int); the interpreter turns
-non-parameter attributes into strings.
+Scalar attributes keep their YAML type: a parameter ``value: 3`` stays an int and ``value: '3'`` a
+string, and, as in launch, an attribute that must be text (``if``, ``default``, ``args``...) refuses a
+YAML number or boolean: quote it.
 """
 
 import yaml
 
-from .entity import Entity, normalize_kind
+from .entity import Entity
 from .errors import LaunchError
 
 
@@ -39,7 +40,7 @@ def parse_yaml(path: str) -> Entity:
             or node.value[0][0].value != 'launch':
         raise LaunchError("a YAML launch file must be a mapping with the single key 'launch'", path, 1)
     key, body = node.value[0]
-    return Entity('launch', {}, _actions(body, path), path, key.start_mark.line + 1)
+    return Entity('launch', {}, _actions(body, path), path, key.start_mark.line + 1, yaml=True)
 
 
 def _line(node) -> int:
@@ -55,13 +56,13 @@ def _actions(node, path):
             raise LaunchError('each action must be a mapping with one key, e.g. "- node: {...}"',
                               path, _line(item))
         key, body = item.value[0]
-        out.append(_entity(normalize_kind(key.value), body, path, _line(key)))
+        out.append(_entity(key.value, body, path, _line(key)))
     return out
 
 
 def _entity(kind, body, path, line):
     if isinstance(body, yaml.ScalarNode) and body.value in ('', '~', 'null'):
-        return Entity(kind, {}, [], path, line)
+        return Entity(kind, {}, [], path, line, yaml=True)
     if not isinstance(body, yaml.MappingNode):
         raise LaunchError(f'<{kind}>: expected a mapping of attributes', path, line)
     attrs, children = {}, []
@@ -72,7 +73,7 @@ def _entity(kind, body, path, line):
         elif isinstance(value_node, yaml.SequenceNode) and value_node.value and all(
                 isinstance(v, yaml.MappingNode) for v in value_node.value):
             for v in value_node.value:
-                children.append(_entity(normalize_kind(name), v, path, _line(v)))
+                children.append(_entity(name, v, path, _line(v)))
         else:
             attrs[name] = yaml.safe_load(yaml.serialize(value_node))
-    return Entity(kind, attrs, children, path, line)
+    return Entity(kind, attrs, children, path, line, yaml=True)
