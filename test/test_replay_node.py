@@ -126,6 +126,7 @@ def test_replay_launch_file_runs_the_graph_and_prints_the_summary(tmp_path):
     assert proc.returncode == 0, out
     assert "## Replay report" in out and f"| questions answered | {n}/{n} |" in out, out
     assert "[replay_node-3]: process has finished cleanly" in out, out
-    summary = json.loads((tmp_path / "out" / "report.json").read_text())["summary"]
-    assert summary["answered"] == n and summary["with_ground_truth"] == n
+    assert f"replay_node: RESULT ok {n}/{n} (exit 0)" in out, out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["outcome"] == "ok" and report["summary"]["answered"] == n == report["summary"]["with_ground_truth"]
     assert list((tmp_path / "out" / "answers").glob("*.db3"))

@@ -7,8 +7,10 @@ actually asked, since the server measures waiting and total latency from ``heade
 Questions asked, and with ``record_features`` the CompressedFeatures) is recorded into ``<output_dir>/answers``
 (rosbag2, ``storage`` mcap or sqlite3). The node exits when every question has its answer or ``answer_timeout_s``
 has passed since the last one was asked, writes report.json, report.md and PNG plots into ``output_dir`` and prints
-the Markdown summary. Exit status: 0 when every question was answered (whatever its status), 1 when some were not
-(or no device/server appeared), 2 for a bad parameter or bag. The last line printed says which.
+the Markdown summary. report.json's ``outcome`` and the last line printed, ``replay_node: RESULT <outcome>
+<answered>/<questions> (exit <status>)``, say how it ended: ``ok`` (exit 0: every question answered, whatever its
+status), ``unanswered`` or ``no_graph`` (no device/server appeared) or ``interrupted`` (exit 1), ``bad_parameter``
+(exit 2, no report). Scripts under ``ros2 launch``, which exits 0 whatever a node did, check those.
 
 All the bag, questions-file, schedule and report work is in :mod:`tofc_ros.eval.replay` (no rclpy).
 """
@@ -31,7 +33,7 @@ from tofc_ros.eval.replay.bags import BackgroundBagWriter, BagQuestion, Frame
 from tofc_ros.eval.replay.messages import answer_record, features_frame, question_cdr
 from tofc_ros.eval.replay.schedule import ReplaySchedule
 from tofc_ros.eval.replay.typestore import ANSWER, FEATURES, IMAGE, QUESTION
-from tofc_ros.nodes.entry import run_node
+from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER, run_node
 from tofc_ros.nodes.parameters import ParameterError, declare_config, qos
 
 EXIT_UNANSWERED = 1
@@ -187,10 +189,13 @@ class ReplayNode(Node):
             self.get_logger().warning(warning)
         self.finished = self.schedule.finished(now)
 
-    def finish(self) -> dict:
-        """Close the output bag, write the report; return it."""
+    def finish(self, outcome: str | None = None) -> dict:
+        """Close the output bag, write the report (``outcome``: ok, unanswered, no_graph or interrupted; None
+        derives ok or unanswered); return it."""
         self.writer.close()
         unanswered = sorted(self.asked_ids - set(self.log.answers))
+        self.log.outcome = outcome or ("unanswered" if unanswered or len(self.asked_ids) < len(self.questions)
+                                       else "ok")
         cfg = self.config
         self.log.meta = {
             "bag": str(self.bag.path), "storage": self.bag.storage, "camera_topic": self.bag.camera_topic,
@@ -208,21 +213,28 @@ class ReplayNode(Node):
 
 
 def _finish(node: ReplayNode, interrupted: bool) -> int:
-    """Write the report (also after a signal), print its summary and a last line that says how it ended."""
-    report = node.finish()
+    """Write the report (also after a signal) with its outcome, print its summary and the RESULT line."""
+    outcome = "no_graph" if node.failed else "interrupted" if interrupted else None
+    report = node.finish(outcome)
     summary = report["summary"]
     print(markdown_summary(report), flush=True)
-    out = Path(node.config.output_dir).resolve()
-    ok = summary["unanswered"] == 0 and not node.failed and not interrupted
-    why = node.failed or ("interrupted" if interrupted else f"{summary['unanswered']} unanswered")
-    print(f"replay_node: {summary['answered']}/{summary['questions']} questions answered; report in {out}; "
-          + ("SUCCESS" if ok else f"FAILED ({why})"), flush=True)
-    return 0 if ok else EXIT_UNANSWERED
+    print(f"replay_node: report in {Path(node.config.output_dir).resolve()}", flush=True)
+    code = 0 if report["outcome"] == "ok" else EXIT_UNANSWERED
+    _result(report["outcome"], summary["answered"], summary["questions"], code)
+    return code
+
+
+def _result(outcome: str, answered: int, questions: int, code: int) -> None:
+    """The last line, for scripts under ``ros2 launch`` (which exits 0 whatever a node did)."""
+    print(f"replay_node: RESULT {outcome} {answered}/{questions} (exit {code})", flush=True)
 
 
 def main(args=None) -> int:
     """Console entry point (`ros2 run tofc_ros replay_node --ros-args -p bag:=... -p output_dir:=...`)."""
-    return run_node(ReplayNode, "replay_node", args, done=lambda node: node.finished, finish=_finish)
+    code = run_node(ReplayNode, "replay_node", args, done=lambda node: node.finished, finish=_finish)
+    if code == EXIT_BAD_PARAMETER:
+        _result("bad_parameter", 0, 0, code)
+    return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class ReplayLog:
     frames: list[tuple[int, float]] = field(default_factory=list)  # (image stamp ns, played at)
     features: list[tuple[ReceivedFrame, float]] = field(default_factory=list)
     truth: dict[str, list[str]] = field(default_factory=dict)
+    outcome: str = "ok"  # ok, unanswered, no_graph or interrupted (see nodes/replay_node.py)
 
 
 def _stats(values: list[float]) -> dict:
@@ -93,7 +94,7 @@ def build_report(log: ReplayLog) -> dict:
         "drop_rate": ((n_played - n_received) / n_played) if n_played else None,
         "feature_messages": len(log.features),
     }
-    return {"meta": dict(log.meta), "summary": summary, "questions": rows}
+    return {"outcome": log.outcome, "meta": dict(log.meta), "summary": summary, "questions": rows}
 
 
 def _fmt(x, spec: str = ".1f") -> str:
