@@ -46,14 +46,14 @@ def test_graph_answers_a_question_and_stops_cleanly_on_signal(ros, sig):
         questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
         answers = []
         node.create_subscription(Answer, f"/{ns}/answers", answers.append, RELIABLE)
-        wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=30)
+        wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=90)
         rgb = synthetic_frame(0, 24, 32)
         img = Image(height=24, width=32, encoding="rgb8", step=96, data=rgb.tobytes())
         img.header.stamp.sec = 5
         question = Question(question_id="q", text="What is there?", camera="front", timeout_s=10.0)
         question.image_stamp.sec = 5
         questions.publish(question)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded machine loads three models slowly
         while not answers and time.monotonic() < deadline:  # best-effort camera: repeat until encoded
             images.publish(img)
             time.sleep(0.2)
@@ -88,12 +88,12 @@ def test_two_robots_share_one_server(ros):
         answers = {}
         node.create_subscription(Answer, f"/{ns}/answers", lambda a: answers.setdefault(a.question_id, a), RELIABLE)
         wait_for(lambda: all(p.get_subscription_count() for p in cams.values())
-                 and questions.get_subscription_count(), timeout=30)
+                 and questions.get_subscription_count(), timeout=90)
         for i, (robot, camera) in enumerate((("r1", "robot1"), ("r2", "robot2"))):
             q = Question(question_id=camera, text="What is there?", camera=camera, timeout_s=20.0)
             q.image_stamp.sec = 10 + i
             questions.publish(q)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded machine loads three models slowly
         while len(answers) < 2 and time.monotonic() < deadline:
             for i, robot in enumerate(("r1", "r2")):
                 img = Image(height=8, width=8 * (i + 1), encoding="rgb8", step=24 * (i + 1),

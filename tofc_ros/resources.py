@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tofc_ros.launcher import ament
-from tofc_ros.launcher.errors import LaunchError
+from tofc_ros.ament_index import PackageNotFoundError, package_share
 
 _SCHEME = "package://"
 
@@ -27,8 +26,8 @@ def resolve_resource(value: str) -> Path:
         if not package or not rest:
             raise FileNotFoundError(f"'{value}': expected package://<package>/<path>")
         try:
-            share = ament.package_share(package, os.environ)
-        except LaunchError as exc:
+            share = package_share(package, os.environ)
+        except PackageNotFoundError as exc:
             raise FileNotFoundError(f"'{value}': {exc}") from None
         path = Path(share) / rest
     else:

@@ -37,7 +37,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from . import ament, params
+from tofc_ros.ament_index import PackageNotFoundError
+from tofc_ros.ament_index import find_executable as _find_executable
+
+from . import params
 from .entity import Entity
 from .errors import LaunchError
 from .plan import ArgumentDecl, LaunchPlan, NodeInfo, ProcessSpec
@@ -647,9 +650,9 @@ class Interpreter:
             info.remaps.append(pair)
         if package:
             try:
-                exe = ament.find_executable(package, executable, self.env)
-            except LaunchError as err:
-                raise a.where.error(f'<node>: {err.what}') from None
+                exe = _find_executable(package, executable, self.env)
+            except PackageNotFoundError as err:
+                raise a.where.error(f'<node>: {err}') from None
         else:
             exe = executable
         cmd = [exe] + perform_words(n.args, ctx)

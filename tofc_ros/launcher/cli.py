@@ -17,7 +17,9 @@ import shlex
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from . import ament
+from tofc_ros.ament_index import PackageNotFoundError
+from tofc_ros.ament_index import package_share as _package_share
+
 from .actions import declared_arguments, load_launch_description
 from .errors import LaunchError
 from .process_group import run
@@ -74,7 +76,10 @@ def find_launch_file(words: List[str]) -> str:
         raise LaunchError('expected <package> <launch file> or <path/to/launch file>, got '
                           f'{len(words)} positional argument(s): {" ".join(words) or "none"}')
     package, name = words
-    share = ament.package_share(package, os.environ)
+    try:
+        share = _package_share(package, os.environ)
+    except PackageNotFoundError as exc:
+        raise LaunchError(str(exc)) from None
     matches = []
     for folder, _, files in os.walk(share):
         if name in files:

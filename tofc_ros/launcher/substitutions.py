@@ -36,7 +36,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from . import ament
+from tofc_ros.ament_index import PackageNotFoundError
+from tofc_ros.ament_index import package_share as _package_share, require_package_prefix as _require_package_prefix
+
 from .errors import LaunchError
 
 # name -> (fewest, most) arguments, as launch's parse() methods check them.
@@ -306,10 +308,10 @@ def _perform(sub: Subst, ctx: Context) -> str:
         package = perform(sub.args[0], ctx)
         try:
             if name == 'find-pkg-share':
-                return ament.package_share(package, ctx.env)
-            return ament.require_package_prefix(package, ctx.env)
-        except LaunchError as e:
-            raise ctx.error(f'$({name} {package}): {e.what}') from None
+                return _package_share(package, ctx.env)
+            return _require_package_prefix(package, ctx.env)
+        except PackageNotFoundError as e:
+            raise ctx.error(f'$({name} {package}): {e}') from None
     if name in ('dirname', 'filename'):
         if ctx.current_file is None:
             raise ctx.error(f'$({name}) has no launch file here (launch evaluates the paths of '

@@ -13,14 +13,9 @@ from __future__ import annotations
 from builtin_interfaces.msg import Time
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
-from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request
+from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request, stamp_ns
 
 __all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg"]
-
-
-def stamp_ns(stamp) -> int:
-    """builtin_interfaces/Time as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def to_time(ns: int) -> Time:

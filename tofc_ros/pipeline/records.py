@@ -14,7 +14,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Status", "DeviceTimings", "EncodedFrame", "ReceivedFrame", "DecodedFrame", "Request", "AnswerRecord"]
+__all__ = ["Status", "DeviceTimings", "EncodedFrame", "ReceivedFrame", "DecodedFrame", "Request", "AnswerRecord",
+           "stamp_ns"]
+
+
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time (any object with sec and nanosec: rclpy's or rosbags') as integer nanoseconds,
+    the one time unit of every record."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class Status(enum.IntEnum):

@@ -20,9 +20,10 @@ from typing import Iterator
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tofc_ros.eval.replay.typestore import COMPRESSED_IMAGE, IMAGE, QUESTION, TOFC_TYPES, typestore
+from tofc_ros.pipeline.records import stamp_ns
 
 __all__ = ["STORAGES", "BackgroundBagWriter", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag",
-           "iter_messages", "read_replay_bag", "stamp_ns"]
+           "iter_messages", "read_replay_bag"]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
@@ -30,11 +31,6 @@ CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 class BagError(ValueError):
     """A bag that cannot be replayed: missing, unreadable, ambiguous or malformed; the message says which part."""
-
-
-def stamp_ns(stamp) -> int:
-    """builtin_interfaces/Time (any object with sec and nanosec) as integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass(frozen=True)

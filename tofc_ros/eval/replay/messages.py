@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tofc_ros.eval.replay.bags import BagQuestion, stamp_ns
+from tofc_ros.eval.replay.bags import BagQuestion
 from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, typestore
-from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status
+from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status, stamp_ns
 
 __all__ = ["answer_cdr", "answer_record", "features_cdr", "features_frame", "image_cdr", "question_cdr",
            "compressed_image_cdr"]

@@ -1,4 +1,5 @@
-"""Ament index look-ups without ament_index_python (which needs no ROS either, but keeps this standalone).
+"""Ament index look-ups without ament_index_python (which needs no ROS either, but keeps this standalone); used by
+the launch runner and by ``resources`` (package:// paths).
 
 A package is installed in a prefix when ``<prefix>/share/ament_index/resource_index/packages/<pkg>``
 exists; its share folder is ``<prefix>/share/<pkg>`` and ament_python puts its console scripts in
@@ -9,7 +10,10 @@ import os
 import sys
 from typing import List, Mapping, Optional
 
-from .errors import LaunchError
+
+
+class PackageNotFoundError(LookupError):
+    """A package or one of its executables is not in the ament index of any prefix."""
 
 
 def prefixes(environ: Mapping[str, str]) -> List[str]:
@@ -31,7 +35,7 @@ def package_prefix(package: str, environ: Mapping[str, str]) -> Optional[str]:
 def require_package_prefix(package: str, environ: Mapping[str, str]) -> str:
     prefix = package_prefix(package, environ)
     if prefix is None:
-        raise LaunchError(f"package '{package}' not found in the ament index of "
+        raise PackageNotFoundError(f"package '{package}' not found in the ament index of "
                           f"{_searched(environ)}")
     return prefix
 
@@ -55,7 +59,7 @@ def find_executable(package: str, executable: str, environ: Mapping[str, str]) -
         path = os.path.join(prefix, 'lib', package, executable)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-    raise LaunchError(f"executable '{executable}' of package '{package}' not found: no executable "
+    raise PackageNotFoundError(f"executable '{executable}' of package '{package}' not found: no executable "
                       f"lib/{package}/{executable} in {_searched(environ)}")
 
 
