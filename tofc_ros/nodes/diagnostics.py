@@ -26,6 +26,13 @@ class Counters:
             self._values[name] += 1
             self.last_error = f"{name}: {message}"
 
+    def status(self, name: str, error: str) -> None:
+        """Count one answer under its status name; anything but "ok" also becomes the last error."""
+        if name == "ok":
+            self.add(name)
+        else:
+            self.error(name, error)
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)

@@ -111,25 +111,22 @@ class ServerNode(Node):
     # -- both threads ---------------------------------------------------------------------------------------
     def _publish(self, record: AnswerRecord, source=None) -> None:
         """Publish one answer; if that raises, publish INTERNAL_ERROR for the same question instead."""
-        if not rclpy.ok(context=self.context):  # after a signal the context is down: nothing can be published
-            return
-        try:
-            self._answers.publish(adapters.answer_msg(record, self._now_ns()))
-        except Exception as exc:
-            self.get_logger().error(f"publishing the answer to '{record.question_id}' failed: {exc!r}")
-            if source is None or record.status == Status.INTERNAL_ERROR:
+        for attempt in (record, None):
+            if attempt is None:  # the first publish raised: say so, once, if there is a question to answer
+                if source is None or record.status == Status.INTERNAL_ERROR:
+                    return
+                record = self.core.failed(source, error)
+            if not rclpy.ok(context=self.context):  # after a signal the context is down
                 return
-            record = self.core.failed(source, exc)
             try:
                 self._answers.publish(adapters.answer_msg(record, self._now_ns()))
-            except Exception as again:
-                self.get_logger().error(f"publishing INTERNAL_ERROR for '{record.question_id}' failed: {again!r}")
-                return
+                break
+            except Exception as exc:
+                error = exc
+                self.get_logger().error(f"publishing the answer to '{record.question_id}' failed: {exc!r}")
         self.counters.add("payload_bytes", record.payload_bytes)
-        if record.status == Status.OK:
-            self.counters.add("ok")
-        else:
-            self.counters.error(record.status.name.lower(), record.error)
+        self.counters.status(record.status.name.lower(), record.error)
+        if record.status != Status.OK:
             self.get_logger().warning(f"question '{record.question_id}': {record.status.name}: {record.error}",
                                       throttle_duration_sec=2.0)
 
