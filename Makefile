@@ -21,10 +21,11 @@ SOURCES := setup.py setup.cfg package.xml $(wildcard data/*) $(shell find models
 	$(wildcard launch/*) $(wildcard config/*) $(shell find tofc_ros -name '*.py' -o -name py.typed)
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-all colcon clean
+.PHONY: help setup demo test test-all lint format colcon clean
 help:
 	@echo "make demo      set up what is missing, then run the device → server demo graph"
-	@echo "make test      set up what is missing, then run the test suite (slow cases: make test-all)"
+	@echo "make test      set up what is missing, then lint and run the test suite (slow cases: make test-all)"
+	@echo "make format    apply ruff's fixes and formatting (make lint checks them)"
 	@echo "make colcon    the ROS user's path: colcon build into ./install (source install/setup.bash)"
 
 setup: $(BUILD_STAMP)
@@ -50,11 +51,20 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 demo: $(BUILD_STAMP)
 	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml output_dir:=$(CURDIR)/out/demo
 
-test: $(BUILD_STAMP)
+test: $(BUILD_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: $(BUILD_STAMP)
+test-all: $(BUILD_STAMP) lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# ruff.toml: lint rules and the formatter's settings; `make format` rewrites, `make lint` only checks.
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # What a ROS user runs in a workspace (sourcing a ROS install, or with the wheels of requirements/ros.txt).
 colcon: $(DEPS_STAMP)

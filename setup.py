@@ -16,6 +16,7 @@ def _tree(folder: str) -> list[tuple[str, list[str]]]:
             entries.append((f"share/{PACKAGE}/{root}", sorted(os.path.join(root, f) for f in files)))
     return entries
 
+
 setup(
     name=PACKAGE,
     version="0.1.0",

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.data.easyvqa import load_split, num_questions  # noqa: E402
-from tofc_ros.eval.rate_accuracy import Point, _Models, evaluate_point  # noqa: E402
+from tofc_ros.data.easyvqa import load_split, num_questions
+from tofc_ros.eval.rate_accuracy import Point, _Models, evaluate_point
 
 
 @torch.inference_mode()
@@ -34,8 +34,9 @@ def merge_ablation(model: str, items, n_cs, models) -> list[dict]:
     rows = []
     for n_c in n_cs:
         for method in ("dpc_knn", "centres", "uniform"):
-            r = evaluate_point(Point(f"{method} n_c={n_c}", method, "features", "fp16/1", model, n_c=n_c,
-                                     merge=method), items, models)
+            r = evaluate_point(
+                Point(f"{method} n_c={n_c}", method, "features", "fp16/1", model, n_c=n_c, merge=method), items, models
+            )
             rows.append({"method": method, "n_c": n_c, "bytes_per_image": r.bytes_per_image, "accuracy": r.accuracy})
             print(f"merge {method:8s} n_c={n_c:3d}  {r.bytes_per_image:8.1f} B  {100 * r.accuracy:6.2f} %", flush=True)
     return rows
@@ -60,8 +61,12 @@ def entropy_ablation(model: str, codecs: dict[str, str], items, train_items, n_c
     dev, _, _ = models.get(model)
     rows = []
     # Heuristic Laplacian: per-channel mean and mean absolute deviation of training merged features.
-    train_feats = torch.cat([dpc_knn_merge(dev.encode_image(i.rgb()).features.float(), n_c).merged.reshape(-1, dev.spec.vision_dim)
-                             for i in train_items])
+    train_feats = torch.cat(
+        [
+            dpc_knn_merge(dev.encode_image(i.rgb()).features.float(), n_c).merged.reshape(-1, dev.spec.vision_dim)
+            for i in train_items
+        ]
+    )
     first = load_codec(next(iter(codecs.values())))
     step = first.model.cfg.y_step
     ty = train_feats / step
@@ -69,13 +74,23 @@ def entropy_ablation(model: str, codecs: dict[str, str], items, train_items, n_c
     b = (ty - mu).abs().mean(0).clamp_min(0.11)
     heur_bits = []
     for item in items:
-        y = dpc_knn_merge(dev.encode_image(item.rgb()).features.float(), n_c).merged.reshape(-1, dev.spec.vision_dim) / step
+        y = (
+            dpc_knn_merge(dev.encode_image(item.rgb()).features.float(), n_c).merged.reshape(-1, dev.spec.vision_dim)
+            / step
+        )
         heur_bits.append(float(_laplace_bits(y, mu, b).sum()))
     # The heuristic decodes to round(y - mu) + mu: the same quantiser as the hyperprior (step 1 in y units), so
     # its accuracy is that of the trained codecs' quantisation; we report bytes only (estimate + container).
     heur = sum(heur_bits) / len(heur_bits)
-    rows.append({"entropy_model": "heuristic Laplacian (batch statistics)", "estimated_bytes": heur / 8 + HEADER_SIZE + 8,
-                 "payload_bytes": None, "accuracy": None, "train_images_for_statistics": len(train_items)})
+    rows.append(
+        {
+            "entropy_model": "heuristic Laplacian (batch statistics)",
+            "estimated_bytes": heur / 8 + HEADER_SIZE + 8,
+            "payload_bytes": None,
+            "accuracy": None,
+            "train_images_for_statistics": len(train_items),
+        }
+    )
     print(f"heuristic Laplacian        est {heur / 8 + HEADER_SIZE + 8:8.1f} B", flush=True)
     for name, path in codecs.items():
         codec = load_codec(path)
@@ -85,8 +100,9 @@ def entropy_ablation(model: str, codecs: dict[str, str], items, train_items, n_c
             est.append(codec.model.estimate_bits(merged)["total"])
         r = evaluate_point(Point(name, "tofc", "features", path, model, n_c=n_c), items, models)
         e = sum(est) / len(est) / 8 + HEADER_SIZE + 12 + 4
-        rows.append({"entropy_model": name, "estimated_bytes": e, "payload_bytes": r.bytes_per_image,
-                     "accuracy": r.accuracy})
+        rows.append(
+            {"entropy_model": name, "estimated_bytes": e, "payload_bytes": r.bytes_per_image, "accuracy": r.accuracy}
+        )
         print(f"{name:26s} est {e:8.1f} B  payload {r.bytes_per_image:8.1f} B  {100 * r.accuracy:6.2f} %", flush=True)
     return rows
 
@@ -113,8 +129,7 @@ def main(argv=None) -> int:
     entropy = entropy_ablation(args.model, codecs, items, load_split("train")[: args.stat_images], 16, models)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"split": "test", "limit": args.limit, "questions": num_questions(items), "merge": merge,
-            "entropy": entropy}
+    data = {"split": "test", "limit": args.limit, "questions": num_questions(items), "merge": merge, "entropy": entropy}
     (out / "ablations.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.codec import HyperpriorConfig, SelectiveEntropyModel, TofcCodec, dpc_knn_merge, load_codec  # noqa
-from tofc_ros.codec.bitstream import HEADER_SIZE  # noqa: E402
-from tofc_ros.codec.fitting import fit_rate  # noqa: E402
+from tofc_ros.codec import HyperpriorConfig, SelectiveEntropyModel, TofcCodec, dpc_knn_merge, load_codec
+from tofc_ros.codec.bitstream import HEADER_SIZE
+from tofc_ros.codec.fitting import fit_rate
 
 
 def _median_ms(fn, reps: int) -> float:
@@ -62,8 +62,14 @@ def bench_merge(reps: int) -> dict:
     paired = statistics.median(a / b for a, b in zip(merge, gram))
     x2 = torch.randn(1, 576, 1024)
     m2 = _median_ms(lambda: dpc_knn_merge(x2, 16), reps)
-    return {"merge_729x1152_ms": m, "gram_729x1152_ms": g, "merge_over_gram": m / g,
-            "merge_over_gram_paired_median": paired, "merge_576x1024_ms": m2, **_bench_merge_batched(x, reps)}
+    return {
+        "merge_729x1152_ms": m,
+        "gram_729x1152_ms": g,
+        "merge_over_gram": m / g,
+        "merge_over_gram_paired_median": paired,
+        "merge_576x1024_ms": m2,
+        **_bench_merge_batched(x, reps),
+    }
 
 
 def _bench_merge_batched(x: torch.Tensor, reps: int, tiles: int = 10) -> dict:
@@ -71,11 +77,14 @@ def _bench_merge_batched(x: torch.Tensor, reps: int, tiles: int = 10) -> dict:
     one single-tile Gram, interleaved like bench_merge (fewer repetitions: each call is 10 tiles)."""
     xs = torch.randn(tiles, *x.shape[1:])
     dpc_knn_merge(xs, 16)
-    merge, gram = _interleaved_ms(lambda: dpc_knn_merge(xs, 16), lambda: torch.bmm(x, x.transpose(1, 2)),
-                                  max(reps // 4, 6))
+    merge, gram = _interleaved_ms(
+        lambda: dpc_knn_merge(xs, 16), lambda: torch.bmm(x, x.transpose(1, 2)), max(reps // 4, 6)
+    )
     merge = [m / tiles for m in merge]
-    return {"merge_10x729x1152_per_tile_ms": statistics.median(merge),
-            "merge_batched_over_gram_paired_median": statistics.median(a / b for a, b in zip(merge, gram))}
+    return {
+        "merge_10x729x1152_per_tile_ms": statistics.median(merge),
+        "merge_batched_over_gram_paired_median": statistics.median(a / b for a, b in zip(merge, gram)),
+    }
 
 
 def _model(d: int, seed: int = 0) -> SelectiveEntropyModel:
@@ -87,16 +96,25 @@ def _model(d: int, seed: int = 0) -> SelectiveEntropyModel:
 
 def bench_latency(reps: int) -> list[dict]:
     rows = []
-    for (t, c, d) in [(10, 16, 1152), (1, 32, 1024)]:
+    for t, c, d in [(10, 16, 1152), (1, 32, 1024)]:
         x = torch.randn(t, c, d) * 2
-        codecs = {"tofc/1": TofcCodec(model=_model(d)), "fp16-zstd/1": load_codec("fp16-zstd/1"),
-                  "quant-zstd/1": load_codec("quant-zstd/1", bits=8)}
+        codecs = {
+            "tofc/1": TofcCodec(model=_model(d)),
+            "fp16-zstd/1": load_codec("fp16-zstd/1"),
+            "quant-zstd/1": load_codec("quant-zstd/1", bits=8),
+        }
         for name, codec in codecs.items():
             payload = codec.encode(x)
             codec.decode(payload)
-            rows.append({"shape": f"{t}x{c}x{d}", "codec": name, "bytes": len(payload),
-                         "encode_ms": _median_ms(lambda: codec.encode(x), reps),
-                         "decode_ms": _median_ms(lambda: codec.decode(payload), reps)})
+            rows.append(
+                {
+                    "shape": f"{t}x{c}x{d}",
+                    "codec": name,
+                    "bytes": len(payload),
+                    "encode_ms": _median_ms(lambda codec=codec, x=x: codec.encode(x), reps),
+                    "decode_ms": _median_ms(lambda codec=codec, payload=payload: codec.decode(payload), reps),
+                }
+            )
     return rows
 
 
@@ -120,20 +138,32 @@ def bench_entropy(steps: int) -> dict:
     coded_strings = sum(len(s) for s in strings)
     est_bytes = (est["z"] + est["y"]) / 8
     overhead = len(payload) - coded_strings  # header, section lengths, expert indices, CRC
-    return {"fit_steps": steps, "fit_s": fit_s, "payload_bytes": len(payload), "rans_bytes": coded_strings,
-            "entropy_bytes": est_bytes, "container_overhead_bytes": overhead,
-            "rans_over_entropy": coded_strings / est_bytes,
-            "payload_over_entropy_plus_side": len(payload) / (est_bytes + est["index"] / 8 + HEADER_SIZE + 4 + 12),
-            "bits_per_element": 8 * len(payload) / test.numel(),
-            "fp16_bytes": 2 * test.numel()}
+    return {
+        "fit_steps": steps,
+        "fit_s": fit_s,
+        "payload_bytes": len(payload),
+        "rans_bytes": coded_strings,
+        "entropy_bytes": est_bytes,
+        "container_overhead_bytes": overhead,
+        "rans_over_entropy": coded_strings / est_bytes,
+        "payload_over_entropy_plus_side": len(payload) / (est_bytes + est["index"] / 8 + HEADER_SIZE + 4 + 12),
+        "bits_per_element": 8 * len(payload) / test.numel(),
+        "fp16_bytes": 2 * test.numel(),
+    }
 
 
 def bench_siglip(reps: int) -> dict:
     """One full-size SigLIP-SO400M tile forward (random weights) vs DPC-KNN merge + TOFC encode of that tile."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                             patch_size=14, image_size=384)
+    cfg = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=384,
+    )
     torch.manual_seed(0)
     vit = SiglipVisionModel(cfg).eval()
     pixels = torch.randn(1, 3, 384, 384)
@@ -162,9 +192,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-           "merge": bench_merge(args.reps), "latency": bench_latency(args.reps),
-           "entropy": bench_entropy(args.fit_steps)}
+    res = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "merge": bench_merge(args.reps),
+        "latency": bench_latency(args.reps),
+        "entropy": bench_entropy(args.fit_steps),
+    }
     if not args.skip_siglip:
         res["siglip"] = bench_siglip(args.vit_reps)
 
@@ -176,14 +209,20 @@ def main(argv=None) -> int:
     print(f"| DPC-KNN / Gram (ratio of medians) | {m['merge_over_gram']:.2f}x | <= 1.5x |")
     print(f"| DPC-KNN / Gram (median of paired ratios) | {m['merge_over_gram_paired_median']:.2f}x | <= 1.5x |")
     print(f"| DPC-KNN 10x729x1152 in one call, per tile | {m['merge_10x729x1152_per_tile_ms']:.2f} ms | |")
-    print(f"| that per tile / one Gram (median of paired ratios) | {m['merge_batched_over_gram_paired_median']:.2f}x "
-          "| <= 1.5x |")
+    print(
+        f"| that per tile / one Gram (median of paired ratios) | {m['merge_batched_over_gram_paired_median']:.2f}x "
+        "| <= 1.5x |"
+    )
     print(f"| DPC-KNN 576x1024 (n_c=16) | {m['merge_576x1024_ms']:.2f} ms | |")
-    print(f"| rANS bytes / model entropy (z+y), 10x16x1152, fitted {e['fit_steps']} steps | "
-          f"{e['rans_over_entropy']:.4f} ({100 * (e['rans_over_entropy'] - 1):+.2f} %) | <= +0.5 % |")
+    print(
+        f"| rANS bytes / model entropy (z+y), 10x16x1152, fitted {e['fit_steps']} steps | "
+        f"{e['rans_over_entropy']:.4f} ({100 * (e['rans_over_entropy'] - 1):+.2f} %) | <= +0.5 % |"
+    )
     print(f"| payload / (entropy + index bits + container) | {e['payload_over_entropy_plus_side']:.4f} | |")
-    print(f"| payload bytes (fitted model) / fp16 bytes | {e['payload_bytes']} / {e['fp16_bytes']} "
-          f"({e['bits_per_element']:.2f} bits/element) | |")
+    print(
+        f"| payload bytes (fitted model) / fp16 bytes | {e['payload_bytes']} / {e['fp16_bytes']} "
+        f"({e['bits_per_element']:.2f} bits/element) | |"
+    )
     if "siglip" in res:
         s = res["siglip"]
         print(f"| SigLIP-SO400M tile forward (random weights) | {s['siglip_tile_ms']:.0f} ms | |")

@@ -111,11 +111,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiles", type=int, default=10)
     parser.add_argument("--merged-per-tile", type=int, default=16)
     parser.add_argument("--full-per-tile", type=int, default=729)
-    parser.add_argument("--prompt-tokens", type=int, default=24,
-                        help="text tokens around the image (chat template + question)")
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=24, help="text tokens around the image (chat template + question)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed merged prefills (after one warm-up)")
-    parser.add_argument("--full-repeats", type=int, default=2,
-                        help="timed full prefills (the merged warm-up covers them)")
+    parser.add_argument(
+        "--full-repeats", type=int, default=2, help="timed full prefills (the merged warm-up covers them)"
+    )
     parser.add_argument("--gen-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="cpu")
@@ -145,8 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
     decode = [time_decode(model, n_merged, args.gen_tokens, device, dtype) for _ in range(2)]
     tok_s, tok_cpu_s = max(d[0] for d in decode), max(d[1] for d in decode)
     best = {name: min(t.wall for t in timers) for name, timers in (("merged", merged), ("full", full))}
-    med = {name: {kind: statistics.median(getattr(t, kind) for t in timers) for kind in ("wall", "cpu")}
-           for name, timers in (("merged", merged), ("full", full))}
+    med = {
+        name: {kind: statistics.median(getattr(t, kind) for t in timers) for kind in ("wall", "cpu")}
+        for name, timers in (("merged", merged), ("full", full))
+    }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     result = {
@@ -175,21 +179,31 @@ def main(argv: list[str] | None = None) -> dict:
         "gen_tokens": args.gen_tokens,
         "load_average_1min_at_end": round(load, 2),
     }
-    print(f"Qwen2-0.5B-shaped LM ({result['params_millions']} M params, random weights), {args.dtype} on {device}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"Qwen2-0.5B-shaped LM ({result['params_millions']} M params, random weights), {args.dtype} on {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| prompt | tokens | prefill wall (median) | prefill CPU time (median) |")
     print("|---|---:|---:|---:|")
-    print(f"| merged ({args.tiles}×{args.merged_per_tile} + {args.prompt_tokens}) | {n_merged} | "
-          f"{result['merged_prefill_s']:.3f} s | {result['merged_prefill_cpu_s']:.3f} s |")
-    print(f"| full ({args.tiles}×{args.full_per_tile} + {args.prompt_tokens}) | {n_full} | "
-          f"{result['full_prefill_s']:.2f} s | {result['full_prefill_cpu_s']:.2f} s |")
-    print(f"speedup (full / merged prefill): {result['speedup']}× wall (medians), {result['speedup_min']}× wall (best "
-          f"runs: {result['full_prefill_min_s']:.2f} s / {result['merged_prefill_min_s']:.3f} s), "
-          f"{result['speedup_cpu_time']}× CPU time")
-    print(f"decode after the merged prompt ({args.gen_tokens} greedy tokens, best of 2): "
-          f"{result['decode_tokens_per_s']} tokens/s "
-          f"wall; {result['decode_tokens_per_cpu_s']} tokens per CPU-second (× {torch.get_num_threads()} threads ≈ "
-          f"{result['decode_tokens_per_cpu_s'] * torch.get_num_threads():.2f} tokens/s with the cores to itself)")
+    print(
+        f"| merged ({args.tiles}×{args.merged_per_tile} + {args.prompt_tokens}) | {n_merged} | "
+        f"{result['merged_prefill_s']:.3f} s | {result['merged_prefill_cpu_s']:.3f} s |"
+    )
+    print(
+        f"| full ({args.tiles}×{args.full_per_tile} + {args.prompt_tokens}) | {n_full} | "
+        f"{result['full_prefill_s']:.2f} s | {result['full_prefill_cpu_s']:.2f} s |"
+    )
+    print(
+        f"speedup (full / merged prefill): {result['speedup']}× wall (medians), {result['speedup_min']}× wall (best "
+        f"runs: {result['full_prefill_min_s']:.2f} s / {result['merged_prefill_min_s']:.3f} s), "
+        f"{result['speedup_cpu_time']}× CPU time"
+    )
+    print(
+        f"decode after the merged prompt ({args.gen_tokens} greedy tokens, best of 2): "
+        f"{result['decode_tokens_per_s']} tokens/s "
+        f"wall; {result['decode_tokens_per_cpu_s']} tokens per CPU-second (× {torch.get_num_threads()} threads ≈ "
+        f"{result['decode_tokens_per_cpu_s'] * torch.get_num_threads():.2f} tokens/s with the cores to itself)"
+    )
     print(f"1-min load average at the end: {result['load_average_1min_at_end']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

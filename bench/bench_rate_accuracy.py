@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.eval.rate_accuracy import main  # noqa: E402
+from tofc_ros.eval.rate_accuracy import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,8 +37,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from tofc_msgs.msg import Answer, Question
 
+from tofc_msgs.msg import Answer, Question
 from tofc_ros.nodes.demo_client import synthetic_frame
 
 
@@ -86,8 +86,9 @@ def run_echo(ns: str) -> int:
     node = Node("load_check_echo")
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
     pub = node.create_publisher(Answer, f"/{ns}/echo_answers", reliable)
-    node.create_subscription(Question, f"/{ns}/echo_questions",
-                             lambda q: pub.publish(Answer(question_id=q.question_id)), reliable)
+    node.create_subscription(
+        Question, f"/{ns}/echo_questions", lambda q: pub.publish(Answer(question_id=q.question_id)), reliable
+    )
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
@@ -169,9 +170,21 @@ def main(argv=None) -> int:
     os.environ.update(env)
     ns = f"load_{uuid.uuid4().hex[:6]}"
     launch = subprocess.Popen(
-        [sys.executable, "-m", "tofc_ros.launcher", "tofc_ros", "graph.launch.xml", f"namespace:={ns}",
-         f"image_topic:=/{ns}/camera", *args.launch_arg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "tofc_ros.launcher",
+            "tofc_ros",
+            "graph.launch.xml",
+            f"namespace:={ns}",
+            f"image_topic:=/{ns}/camera",
+            *args.launch_arg,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     pids: dict[str, int] = {}
     log: list[str] = []
 
@@ -199,8 +212,22 @@ def main(argv=None) -> int:
             time.sleep(0.1)
         echo = subprocess.Popen([sys.executable, __file__, "--echo-only", ns], env=env)
         camera = subprocess.Popen(
-            [sys.executable, __file__, "--camera-only", ns, "--camera-hz", str(args.camera_hz),
-             "--width", str(args.width), "--height", str(args.height)], stdout=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                __file__,
+                "--camera-only",
+                ns,
+                "--camera-hz",
+                str(args.camera_hz),
+                "--width",
+                str(args.width),
+                "--height",
+                str(args.height),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         # Warm-up: the first frame is encoded and reaches the server before questions start.
         while not (node.count_publishers(f"/{ns}/camera") and node.echo_questions.get_subscription_count()):
             if time.monotonic() > deadline:
@@ -265,16 +292,27 @@ def main(argv=None) -> int:
 
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 3) if values else float("nan")
+
     result = {
-        "duration_s": args.duration, "camera_hz": args.camera_hz, "question_hz": args.question_hz,
-        "image": f"{args.width}x{args.height}", "frames_published": n_frames, "questions": len(node.asked),
-        "answers": len(node.answers), "duplicate_answers": node.duplicates, "statuses": statuses,
-        "rss_mb_start": rss_samples[0] if rss_samples else {}, "rss_mb_end": rss_samples[-1] if rss_samples else {},
+        "duration_s": args.duration,
+        "camera_hz": args.camera_hz,
+        "question_hz": args.question_hz,
+        "image": f"{args.width}x{args.height}",
+        "frames_published": n_frames,
+        "questions": len(node.asked),
+        "answers": len(node.answers),
+        "duplicate_answers": node.duplicates,
+        "statuses": statuses,
+        "rss_mb_start": rss_samples[0] if rss_samples else {},
+        "rss_mb_end": rss_samples[-1] if rss_samples else {},
         "rss_mb_samples": rss_samples,
         "ros_overhead_ms_median": med(overhead),
         "ros_overhead_ms_p95": round(_percentile(overhead, 95), 3),
-        "overhead_split_ms_median": {"question_transit": med(q_transit), "server_queue_wait": med(wait),
-                                     "answer_transit": med(a_transit)},
+        "overhead_split_ms_median": {
+            "question_transit": med(q_transit),
+            "server_queue_wait": med(wait),
+            "answer_transit": med(a_transit),
+        },
         "round_trip_ms_median": med(list(node.rtt_ms.values())),
         "echo_round_trip_ms_median": med(node.echo_rtt_ms),
         "echo_round_trip_ms_p95": round(_percentile(node.echo_rtt_ms, 95), 3),

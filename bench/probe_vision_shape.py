@@ -23,13 +23,14 @@ from tofc_ros.train.common import PixelPath, set_threads
 from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.pretrain import vision_batch
 
+
 @torch.no_grad()
 def pooled_features(model: TrainableLlava, items: list[VQAImage], batch: int = 16) -> torch.Tensor:
     """[B, 3d]: mean, max and min over the tokens of each image's first tile."""
     pixels = PixelPath(model.device_half)
     out = []
     for s in tqdm(range(0, len(items), batch), desc="features", leave=False):
-        for feats, _, _ in vision_batch(model, pixels, items[s: s + batch]):
+        for feats, _, _ in vision_batch(model, pixels, items[s : s + batch]):
             f = feats[0].float()
             out.append(torch.cat([f.mean(0), f.amax(0), f.amin(0)]))
     return torch.stack(out)
@@ -47,7 +48,7 @@ def linear_probe(x_train, y_train, x_test, y_test, classes: int, steps: int = 50
         torch.nn.functional.cross_entropy(head(x_train), y_train).backward()
         opt.step()
     with torch.no_grad():
-        acc = lambda x, y: round(float((head(x).argmax(1) == y).float().mean()), 4)  # noqa: E731
+        acc = lambda x, y: round(float((head(x).argmax(1) == y).float().mean()), 4)
         return {"train": acc(x_train, y_train), "test": acc(x_test, y_test)}
 
 
@@ -65,17 +66,23 @@ def main(argv=None) -> int:
     model.model.eval()
     data = {}
     for split, n in (("train", args.train_images), ("test", args.test_images)):
-        items = [it for it in load_split(split) if object_label(it, SHAPES) is not None
-                 and object_label(it, COLOURS) is not None][:n]
-        data[split] = (pooled_features(model, items),
-                       torch.tensor([object_label(it, SHAPES) for it in items]),
-                       torch.tensor([object_label(it, COLOURS) for it in items]))
+        items = [
+            it
+            for it in load_split(split)
+            if object_label(it, SHAPES) is not None and object_label(it, COLOURS) is not None
+        ][:n]
+        data[split] = (
+            pooled_features(model, items),
+            torch.tensor([object_label(it, SHAPES) for it in items]),
+            torch.tensor([object_label(it, COLOURS) for it in items]),
+        )
     d = data["train"][0].shape[1] // 3
     result = {"model": args.model, "train_images": len(data["train"][1]), "test_images": len(data["test"][1])}
     for target, col, classes in (("shape", 1, len(SHAPES)), ("colour", 2, len(COLOURS))):
         for pool, sl in (("mean", slice(0, d)), ("mean+max+min", slice(None))):
-            result[f"{target}/{pool}"] = linear_probe(data["train"][0][:, sl], data["train"][col],
-                                                      data["test"][0][:, sl], data["test"][col], classes)
+            result[f"{target}/{pool}"] = linear_probe(
+                data["train"][0][:, sl], data["train"][col], data["test"][0][:, sl], data["test"][col], classes
+            )
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

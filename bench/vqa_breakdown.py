@@ -21,16 +21,16 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.data.easyvqa import COLOURS, SHAPES, load_split  # noqa: E402
-from tofc_ros.train.common import PixelPath, set_threads  # noqa: E402
-from tofc_ros.train.llava import TrainableLlava  # noqa: E402
-from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features  # noqa: E402
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats  # noqa: E402
-from tofc_ros.train.pretrain import vision_batch  # noqa: E402
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
+from tofc_ros.data.easyvqa import COLOURS, SHAPES, load_split
+from tofc_ros.train.common import PixelPath, set_threads
+from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
+from tofc_ros.train.llava import TrainableLlava
+from tofc_ros.train.pretrain import vision_batch
 
 
 def question_type(question: str, answer: str) -> str:
-    """"name shape", "name colour", or "yes/no <shape|colour> <positive|negated> -> <answer>"."""
+    """ "name shape", "name colour", or "yes/no <shape|colour> <positive|negated> -> <answer>"."""
     if answer in SHAPES:
         return "name shape"
     if answer in COLOURS:
@@ -42,17 +42,21 @@ def question_type(question: str, answer: str) -> str:
 
 
 @torch.no_grad()
-def breakdown(model: TrainableLlava, items, batch: int = 16, merge: str = "none",
-              n_c: int = 16) -> dict[str, list[int]]:
+def breakdown(
+    model: TrainableLlava, items, batch: int = 16, merge: str = "none", n_c: int = 16
+) -> dict[str, list[int]]:
     """{type: [correct, total]} over every question of ``items`` (features merged to n_c per tile unless "none")."""
     pixels, prompts = PixelPath(model.device_half), PromptCache(model.server)
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in tqdm(range(0, len(items), batch), desc="questions", leave=False):
-        chunk = items[s: s + batch]
-        embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), g, size)
-                  for f, g, size in vision_batch(model, pixels, chunk)]
-        _, ok = answer_stats(answer_logits(model.server, prompts, embeds, [c.questions for c in chunk],
-                                           [c.answers for c in chunk]))
+        chunk = items[s : s + batch]
+        embeds = [
+            model.server.image_embeddings(merge_features(f, n_c, merge), g, size)
+            for f, g, size in vision_batch(model, pixels, chunk)
+        ]
+        _, ok = answer_stats(
+            answer_logits(model.server, prompts, embeds, [c.questions for c in chunk], [c.answers for c in chunk])
+        )
         qs = [(q, a) for c in chunk for q, a in zip(c.questions, c.answers)]
         for (q, a), hit in zip(qs, ok.tolist()):
             row = stats[question_type(q, a)]
@@ -82,8 +86,15 @@ def main(argv=None) -> int:
         print(f"| {name} | {100 * c / n:.1f} % | {n:,} |")
     print(f"| **all** | **{100 * correct / total:.1f} %** | {total:,} |")
     if args.out:
-        record = {"model": args.model, "split": args.split, "images": len(items), "merge": args.merge,
-                  "n_c": args.n_c, "types": stats, "accuracy": correct / total}
+        record = {
+            "model": args.model,
+            "split": args.split,
+            "images": len(items),
+            "merge": args.merge,
+            "n_c": args.n_c,
+            "types": stats,
+            "accuracy": correct / total,
+        }
         args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 

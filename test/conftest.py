@@ -18,10 +18,10 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import threading  # noqa: E402
-import time  # noqa: E402
+import threading
+import time
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture

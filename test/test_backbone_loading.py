@@ -8,14 +8,14 @@ import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
-from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half, parse_dtype  # noqa: E402
-from tofc_ros.backbones.loading import CheckpointReader, canonical_key, resolve_model_dir  # noqa: E402
-from tofc_ros.backbones.tiny import build_tiny_model, save_tiny_model  # noqa: E402
+from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half, parse_dtype
+from tofc_ros.backbones.loading import CheckpointReader, canonical_key, resolve_model_dir
+from tofc_ros.backbones.tiny import build_tiny_model, save_tiny_model
 
 QUESTION = "What shape is in the image?"
 
@@ -84,7 +84,7 @@ def test_halves_hold_only_their_modules(kind, tiny_root):
     if kind == "llava15":
         assert spec.vision_layers_needed == spec.vision_layers_total - 1  # layer −2: the last layer is never run
     reader = CheckpointReader(tiny_root / kind)
-    vision_keys = [k for k in reader.keys() if k.startswith("vision_tower.")]
+    vision_keys = [k for k in reader if k.startswith("vision_tower.")]
     loaded = sum(p.numel() for p in device_half.vision_tower.parameters())
     total_vision = sum(reader.get_tensor(k).numel() for k in vision_keys)
     assert loaded < total_vision

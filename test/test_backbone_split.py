@@ -12,17 +12,17 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from tofc_ros.backbones import (  # noqa: E402
+from tofc_ros.backbones import (
     GenerationOptions,
     load_device_half,
     load_server_half,
     num_image_tokens,
 )
-from tofc_ros.backbones.tiny import save_tiny_model  # noqa: E402
+from tofc_ros.backbones.tiny import save_tiny_model
 
 QUESTION = "What color is the shape?"
 SIZES = [(480, 640), (1080, 1920), (1, 1), (2000, 2000), (4000, 50)]
@@ -94,8 +94,11 @@ def test_split_reproduces_reference_logits(kind, size, halves, references):
     ref_kwargs = _reference_inputs(kind, device_half, server_half, rgb, QUESTION)
     m_ref = _reference_image_token_count(kind, reference, ref_kwargs)
     inputs = server_half.prepare_inputs(vf.features, vf.grid, vf.image_size, QUESTION)
-    assert int(inputs.image_mask.sum()) == m_ref == num_image_tokens(device_half.spec, vf.tokens_per_tile, vf.grid,
-                                                                       vf.image_size)
+    assert (
+        int(inputs.image_mask.sum())
+        == m_ref
+        == num_image_tokens(device_half.spec, vf.tokens_per_tile, vf.grid, vf.image_size)
+    )
 
     with torch.no_grad():
         ref_logits = reference(
@@ -227,11 +230,17 @@ def test_device_half_over_a_full_tower_stops_at_the_feature_layer(kind, halves, 
 
     device_half, _ = halves[kind]
     tower = references[kind].model.vision_tower
-    full = DeviceHalf(device_half.spec, getattr(tower, "vision_model", tower), device_half.image_processor,
-                      dtype=torch.float32, device="cpu")
+    full = DeviceHalf(
+        device_half.spec,
+        getattr(tower, "vision_model", tower),
+        device_half.image_processor,
+        dtype=torch.float32,
+        device="cpu",
+    )
     pixel_values, _, _ = device_half.preprocess(_image(300, 400))
-    torch.testing.assert_close(full.encode_pixels(pixel_values), device_half.encode_pixels(pixel_values),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        full.encode_pixels(pixel_values), device_half.encode_pixels(pixel_values), rtol=0, atol=0
+    )
     with torch.enable_grad():
         feats = full.vision_features(pixel_values)
     assert feats.requires_grad

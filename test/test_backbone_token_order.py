@@ -6,11 +6,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from tofc_ros.backbones import (  # noqa: E402
+from tofc_ros.backbones import (
     BackboneSpec,
     GenerationOptions,
     arrange_image_tokens,
@@ -19,7 +19,7 @@ from tofc_ros.backbones import (  # noqa: E402
     num_image_tokens,
     validate_rgb,
 )
-from tofc_ros.backbones.tiny import build_tiny_model, save_tiny_model, tiny_config  # noqa: E402
+from tofc_ros.backbones.tiny import build_tiny_model, save_tiny_model, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def test_spec_reads_the_real_geometry(ov_spec, llava_spec):
 
 
 @pytest.mark.parametrize(
-    "size,grid", [((480, 640), (2, 2)), ((1080, 1920), (3, 5)), ((1, 1), (1, 1)), ((2000, 2000), (6, 6)),
-                  ((4000, 50), (6, 1))]
+    "size,grid",
+    [((480, 640), (2, 2)), ((1080, 1920), (3, 5)), ((1, 1), (1, 1)), ((2000, 2000), (6, 6)), ((4000, 50), (6, 1))],
 )
 def test_anyres_grid_is_not_capped_at_9_tiles(ov_spec, size, grid):
     assert ov_spec.tile_grid(size) == grid
@@ -88,7 +88,9 @@ def test_full_packing_matches_transformers_pack_image_features(size):
     tiles = torch.randn(spec.num_tiles(grid), spec.tokens_per_tile, spec.text_dim, generator=gen)
     with torch.no_grad():
         ref, lens = model.model.pack_image_features(
-            [tiles], torch.tensor([size]), image_newline=model.model.image_newline,
+            [tiles],
+            torch.tensor([size]),
+            image_newline=model.model.image_newline,
             vision_aspect_ratio=model.config.vision_aspect_ratio,
         )
         ours = arrange_image_tokens(spec, tiles, grid, size, model.model.image_newline)
@@ -173,8 +175,15 @@ def test_server_rejects_bad_features(ov_halves):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(max_new_tokens=0), dict(temperature=0.0), dict(top_p=0.0), dict(top_k=-1), dict(stop_strings="x"),
-     dict(stop_strings=("",)), dict(repetition_penalty=0)],
+    [
+        dict(max_new_tokens=0),
+        dict(temperature=0.0),
+        dict(top_p=0.0),
+        dict(top_k=-1),
+        dict(stop_strings="x"),
+        dict(stop_strings=("",)),
+        dict(repetition_penalty=0),
+    ],
 )
 def test_generation_options_validation(kwargs):
     with pytest.raises(ValueError):

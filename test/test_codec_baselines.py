@@ -10,8 +10,16 @@ FEATURE_CODECS = ["fp16/1", "fp16-zstd/1", "quant-zstd/1"]
 
 
 def test_registry_lists_all_formats():
-    assert set(available_codecs()) == {"tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "jpeg/1", "webp/1",
-                                       "rgb8/1", "placeholder-zstd/1"}
+    assert set(available_codecs()) == {
+        "tofc/1",
+        "fp16/1",
+        "fp16-zstd/1",
+        "quant-zstd/1",
+        "jpeg/1",
+        "webp/1",
+        "rgb8/1",
+        "placeholder-zstd/1",
+    }
     assert load_codec("fp16-zstd").format == "fp16-zstd/1"  # version optional
     with pytest.raises(ValueError, match="unknown codec 'nope'"):
         load_codec("nope")
@@ -26,8 +34,12 @@ def test_registry_lists_all_formats():
 @pytest.mark.parametrize("name", FEATURE_CODECS)
 @pytest.mark.parametrize("kind", ["constant", "one", "random", "fp16-exact"])
 def test_feature_round_trip(name, kind):
-    x = {"constant": torch.full((2, 3, 8), 1.5), "one": torch.full((1, 1, 1), -2.0),
-         "random": torch.randn(3, 16, 32) * 4, "fp16-exact": torch.randn(2, 5, 8).half().float()}[kind]
+    x = {
+        "constant": torch.full((2, 3, 8), 1.5),
+        "one": torch.full((1, 1, 1), -2.0),
+        "random": torch.randn(3, 16, 32) * 4,
+        "fp16-exact": torch.randn(2, 5, 8).half().float(),
+    }[kind]
     codec = load_codec(name)
     payload = codec.encode(x)
     y = codec.decode(payload)
@@ -58,10 +70,17 @@ def test_zstd_smaller_than_raw_on_redundant_data():
     assert len(load_codec("fp16-zstd/1").encode(x)) < len(load_codec("fp16/1").encode(x)) / 10
 
 
-@pytest.mark.parametrize("bad,exc", [
-    (torch.randn(4, 4), ValueError), (torch.ones(1, 2, 2, dtype=torch.int64), TypeError),
-    (torch.full((1, 1, 2), float("nan")), ValueError), (torch.full((1, 1, 2), 1e6), ValueError),
-    (torch.zeros(0, 4, 8), ValueError), (torch.zeros(1, 0, 8), ValueError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (torch.randn(4, 4), ValueError),
+        (torch.ones(1, 2, 2, dtype=torch.int64), TypeError),
+        (torch.full((1, 1, 2), float("nan")), ValueError),
+        (torch.full((1, 1, 2), 1e6), ValueError),
+        (torch.zeros(0, 4, 8), ValueError),
+        (torch.zeros(1, 0, 8), ValueError),
+    ],
+)
 def test_feature_input_validation(bad, exc):
     with pytest.raises(exc):
         load_codec("fp16/1").encode(bad)

@@ -49,8 +49,14 @@ def _recrc(body: bytes) -> bytes:
 
 def _with_header(p: bytes, **fields) -> bytes:
     """The payload with fixed-header fields replaced (offsets of the documented layout) and a valid CRC."""
-    offsets = {"image": (40, "<II"), "grid": (48, "<HH"), "shape": (52, "<HHI"), "layers": (60, "<H"),
-               "backbone": (24, "16s"), "codec_fp": (8, "16s")}
+    offsets = {
+        "image": (40, "<II"),
+        "grid": (48, "<HH"),
+        "shape": (52, "<HHI"),
+        "layers": (60, "<H"),
+        "backbone": (24, "16s"),
+        "codec_fp": (8, "16s"),
+    }
     out = bytearray(p[:-4])
     for name, values in fields.items():
         pos, fmt = offsets[name]
@@ -61,16 +67,28 @@ def _with_header(p: bytes, **fields) -> bytes:
 def test_header_is_64_bytes_and_documents_every_field():
     assert bs.HEADER_SIZE == 64
     doc = bs.__doc__
-    for field in ("codec fingerprint", "backbone fingerprint", "image height", "grid rows", "tiles T",
-                  "tokens per tile", "feature dim", "vision layers", "CRC32"):
+    for field in (
+        "codec fingerprint",
+        "backbone fingerprint",
+        "image height",
+        "grid rows",
+        "tiles T",
+        "tokens per tile",
+        "feature dim",
+        "vision layers",
+        "CRC32",
+    ):
         assert field in doc
 
 
 def test_pack_parse_round_trip():
     p = bs.pack("fp16/1", b"\x01" * 16, CONTEXT, (1, 2, 3), [b"abc", b"", b"\x00" * 5])
     header, sections = bs.parse(p)
-    assert (header.format, header.codec_fingerprint, header.backbone_fingerprint) == ("fp16/1", b"\x01" * 16,
-                                                                                      bytes(range(16)))
+    assert (header.format, header.codec_fingerprint, header.backbone_fingerprint) == (
+        "fp16/1",
+        b"\x01" * 16,
+        bytes(range(16)),
+    )
     assert header.image_size == (480, 640) and header.grid == (2, 2) and header.vision_layers == 26
     assert header.feature_shape == (1, 2, 3) and header.kind == "features" and header.size == len(p)
     assert sections == [b"abc", b"", b"\x00" * 5]
@@ -168,8 +186,13 @@ def test_zstd_bomb_refused():
     forged = bs.pack("fp16-zstd/1", codec.fingerprint, FrameContext(), (1, 1, 4), [bomb])
     with pytest.raises(bs.MalformedPayloadError, match="declares 1000000 bytes"):
         codec.decode(forged)
-    placeholder = bs.pack("placeholder-zstd/1", load_codec("placeholder-zstd").fingerprint,
-                          FrameContext(image_size=(4, 4)), (0, 0, 0), [bomb])
+    placeholder = bs.pack(
+        "placeholder-zstd/1",
+        load_codec("placeholder-zstd").fingerprint,
+        FrameContext(image_size=(4, 4)),
+        (0, 0, 0),
+        [bomb],
+    )
     with pytest.raises(bs.MalformedPayloadError, match="declares 1000000 bytes"):
         load_codec("placeholder-zstd").decode(placeholder)
 

@@ -25,7 +25,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CODEC = REPO / "models" / "easyvqa-tiny-ov" / "tofc_codec.safetensors"
 PORTABLE = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"}
 
-WORKER = r'''
+WORKER = r"""
 import hashlib, json, pathlib, sys
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ result["decoded"] = {}
 for f in sorted(pathlib.Path(in_dir).glob("*.bin")) if in_dir != "-" else []:
     result["decoded"][f.stem] = sha(codec.decode(f.read_bytes()))
 print(json.dumps(result))
-'''
+"""
 
 
 def _run(tmp_path, name: str, env_extra: dict, in_dir: str, n: int) -> dict:
@@ -79,8 +79,14 @@ def _run(tmp_path, name: str, env_extra: dict, in_dir: str, n: int) -> dict:
     script.write_text(WORKER)
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE and not k.startswith(("MKL_", "ATEN_"))}
     env.update(env_extra, PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, str(script), name, str(CODEC), str(tmp_path / name), in_dir, str(n)],
-                         cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    res = subprocess.run(
+        [sys.executable, str(script), name, str(CODEC), str(tmp_path / name), in_dir, str(n)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 

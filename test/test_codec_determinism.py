@@ -17,7 +17,7 @@ from tofc_ros.codec import HyperpriorConfig, SelectiveEntropyModel, save_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-WORKER = r'''
+WORKER = r"""
 import hashlib, json, pathlib, sys
 import torch
 threads, model_path, enc_dir, dec_dir, dtype = sys.argv[1:6]
@@ -47,17 +47,29 @@ for d in [p for p in dec_dir.split(",") if p != "-"]:
         assert x_hat.dtype == torch.float32
         result["decoded"][f"{pathlib.Path(d).name}/{f.stem}"] = hashlib.sha256(x_hat.numpy().tobytes()).hexdigest()
 print(json.dumps(result))
-'''
+"""
 
 
 def _run(tmp_path, threads, enc_dir, dec_dirs, dtype="float32", n_inputs=0):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    res = subprocess.run([sys.executable, str(script), str(threads), str(tmp_path / "model.safetensors"),
-                          str(enc_dir) if enc_dir else "-", ",".join(str(d) for d in dec_dirs) or "-", dtype,
-                          str(n_inputs)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)})
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(threads),
+            str(tmp_path / "model.safetensors"),
+            str(enc_dir) if enc_dir else "-",
+            ",".join(str(d) for d in dec_dirs) or "-",
+            dtype,
+            str(n_inputs),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["threads"] == threads
@@ -71,7 +83,7 @@ def _check(tmp_path, n_inputs):
     save_model(model, tmp_path / "model.safetensors")
     enc1, enc2 = tmp_path / "enc1", tmp_path / "enc2"
 
-    p1 = _run(tmp_path, 1, enc1, [enc1], n_inputs=n_inputs)        # encode + decode, 1 thread
+    p1 = _run(tmp_path, 1, enc1, [enc1], n_inputs=n_inputs)  # encode + decode, 1 thread
     p2 = _run(tmp_path, 2, enc2, [enc1, enc2], n_inputs=n_inputs)  # encode, decode 1-thread payloads, 2 threads
     p3 = _run(tmp_path, 1, None, [enc2], "float64")  # decode the 2-thread payloads, 1 thread, float64 model
 

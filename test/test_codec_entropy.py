@@ -90,8 +90,9 @@ def test_laplacian_table_matches_analytic():
         pmf = (cdf[1:] - cdf[:-1])[:-1]  # drop the tail-mass bin
         offset = int(lc._offset[row])
         v = torch.arange(pmf.numel(), dtype=torch.float64) + offset
-        analytic = LaplacianConditional._standardized_cumulative((v + 0.5) / scale) - \
-            LaplacianConditional._standardized_cumulative((v - 0.5) / scale)
+        analytic = LaplacianConditional._standardized_cumulative(
+            (v + 0.5) / scale
+        ) - LaplacianConditional._standardized_cumulative((v - 0.5) / scale)
         # 16-bit tables give every symbol >= 2^-16, taken from the mode: small, bounded deviation.
         assert float((pmf - analytic).abs().max()) < 5e-4
 
@@ -121,18 +122,22 @@ def test_constant_input_and_clipping():
     model = make_model(y_clip=100.0)
     x = torch.full((2, 3, 64), 7.25)
     c = model.compress(x)
-    torch.testing.assert_close(model.decompress(c["strings"], c["experts"], c["shape"])["x_hat"], x, atol=0.5,
-                               rtol=0)
+    torch.testing.assert_close(model.decompress(c["strings"], c["experts"], c["shape"])["x_hat"], x, atol=0.5, rtol=0)
     big = torch.full((1, 2, 64), 1e6)
     c = model.compress(big)
     out = model.decompress(c["strings"], c["experts"], c["shape"])["x_hat"]
     assert float((out - 100.0).abs().max()) <= 0.5  # clamped to y_clip steps, documented
 
 
-@pytest.mark.parametrize("bad,exc", [
-    (torch.randn(2, 64), ValueError), (torch.randn(1, 2, 63), ValueError),
-    (torch.ones(1, 2, 64, dtype=torch.int32), TypeError), (torch.full((1, 1, 64), float("inf")), ValueError),
-])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (torch.randn(2, 64), ValueError),
+        (torch.randn(1, 2, 63), ValueError),
+        (torch.ones(1, 2, 64, dtype=torch.int32), TypeError),
+        (torch.full((1, 1, 64), float("inf")), ValueError),
+    ],
+)
 def test_compress_validates_input(bad, exc):
     with pytest.raises(exc):
         make_model().compress(bad)

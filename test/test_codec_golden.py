@@ -52,13 +52,20 @@ def golden_image() -> np.ndarray:
 def _compute() -> dict:
     x = golden_input()
     tofc = load_codec(FIXTURE)
-    codecs = {"tofc/1": tofc, "fp16/1": load_codec("fp16/1"), "fp16-zstd/1": load_codec("fp16-zstd/1"),
-              "quant-zstd/1": load_codec("quant-zstd/1", bits=6)}
+    codecs = {
+        "tofc/1": tofc,
+        "fp16/1": load_codec("fp16/1"),
+        "fp16-zstd/1": load_codec("fp16-zstd/1"),
+        "quant-zstd/1": load_codec("quant-zstd/1", bits=6),
+    }
     out = {"tofc_fingerprint": tofc.fingerprint.hex(), "input_sha256": _sha(x.numpy().tobytes())}
     for name, codec in codecs.items():
         payload = codec.encode(x, CONTEXT)
-        out[name] = {"bytes": len(payload), "payload_sha256": _sha(payload),
-                     "decoded_sha256": _sha(codec.decode(payload).numpy().tobytes())}
+        out[name] = {
+            "bytes": len(payload),
+            "payload_sha256": _sha(payload),
+            "decoded_sha256": _sha(codec.decode(payload).numpy().tobytes()),
+        }
     img = golden_image()
     for name in ("rgb8/1", "placeholder-zstd/1"):  # lossless, no float path: pinned too
         codec = load_codec(name)

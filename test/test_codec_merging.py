@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from tofc_ros.codec.merging import (_exact_log, _fixed_point, _gram_bits, _pairwise_sq_dists, _pool_bits,
-                                    _symmetric_gram, dpc_knn_merge)
+from tofc_ros.codec.merging import (
+    _exact_log,
+    _fixed_point,
+    _gram_bits,
+    _pairwise_sq_dists,
+    _pool_bits,
+    _symmetric_gram,
+    dpc_knn_merge,
+)
 
 
 def paper_dpc_knn(x, n_c, k=5):
@@ -60,7 +67,7 @@ def _check_against_paper(x, n_c, k):
 def test_matches_loop_transcription_random(seed):
     g = torch.Generator().manual_seed(seed)
     # Small spread keeps exp(-mean d^2) away from underflow in the float64 transcription.
-    x = (torch.randn(2, 12, 3, generator=g, dtype=torch.float64) * 0.4)
+    x = torch.randn(2, 12, 3, generator=g, dtype=torch.float64) * 0.4
     n_c = 1 + seed % 6
     _check_against_paper(x, n_c, k=1 + seed % 4)
 
@@ -135,15 +142,23 @@ def dense_delta_merge(x, n_c, k=5):
     centres = torch.sort(score, dim=-1, descending=True, stable=True).indices[:, :n_c].sort(-1).values
     assignment = torch.gather(d2, 2, centres.unsqueeze(1).expand(t, n, n_c)).argmin(-1)
     assignment.scatter_(1, centres, torch.arange(n_c).expand(t, n_c))
-    merged = torch.stack([torch.stack([x[b][assignment[b] == c].double().mean(0) for c in range(n_c)])
-                          for b in range(t)]).to(x.dtype)
+    merged = torch.stack(
+        [torch.stack([x[b][assignment[b] == c].double().mean(0) for c in range(n_c)]) for b in range(t)]
+    ).to(x.dtype)
     return centres, assignment, merged
 
 
-@pytest.mark.parametrize("shape,clusters,n_c", [
-    ((1, 729, 1152), None, 16), ((2, 576, 1024), None, 64),
-    ((1, 729, 1152), 60, 16), ((3, 200, 8), 25, 7), ((2, 300, 3), 150, 1), ((4, 64, 2), 4, 32),
-])
+@pytest.mark.parametrize(
+    "shape,clusters,n_c",
+    [
+        ((1, 729, 1152), None, 16),
+        ((2, 576, 1024), None, 64),
+        ((1, 729, 1152), 60, 16),
+        ((3, 200, 8), 25, 7),
+        ((2, 300, 3), 150, 1),
+        ((4, 64, 2), 4, 32),
+    ],
+)
 def test_knn_delta_shortcut_equals_dense_mask(shape, clusters, n_c):
     g = torch.Generator().manual_seed(sum(shape) + n_c)
     x = torch.randn(*shape, generator=g)
@@ -172,8 +187,9 @@ def test_near_duplicates_far_from_the_origin_have_exact_distances():
         torch.testing.assert_close(res.merged, merged)
 
 
-@pytest.mark.parametrize("shape,block", [((1, 729, 64), 192), ((3, 300, 16), 128), ((2, 11, 5), 3),
-                                         ((1, 5, 4), 1), ((2, 9, 4), 9)])
+@pytest.mark.parametrize(
+    "shape,block", [((1, 729, 64), 192), ((3, 300, 16), 128), ((2, 11, 5), 3), ((1, 5, 4), 1), ((2, 9, 4), 9)]
+)
 def test_symmetric_gram_is_exact_on_the_fixed_point(shape, block):
     x_int, _ = _fixed_point(torch.randn(*shape), _gram_bits(shape[2], 5))
     gram = _symmetric_gram(x_int, block)
@@ -214,8 +230,8 @@ def test_batch_equals_tiles_one_by_one():
     x[1] *= 1000.0  # another scale per tile: each tile has its own fixed point
     batch = dpc_knn_merge(x, 6)
     for t in range(3):
-        one = dpc_knn_merge(x[t: t + 1], 6)
-        assert all(torch.equal(a[t: t + 1], b) for a, b in zip(batch, one))
+        one = dpc_knn_merge(x[t : t + 1], 6)
+        assert all(torch.equal(a[t : t + 1], b) for a, b in zip(batch, one))
 
 
 @pytest.mark.parametrize("scale", [2.0**200, 2.0**-200, 1e-310])
@@ -230,17 +246,20 @@ def test_huge_tiny_and_subnormal_values_do_not_overflow(scale):
     torch.testing.assert_close(res.merged, merged, rtol=1e-12, atol=1e-300)  # subnormal tiles merge as zeros
 
 
-@pytest.mark.parametrize("bad,n_c,k,exc,match", [
-    (torch.randn(5, 4), 2, 1, ValueError, r"shape \[T, N, D\].*\(5, 4\)"),
-    (torch.randn(1, 5, 4), 0, 1, ValueError, "n_c"),
-    (torch.randn(1, 5, 4), 6, 1, ValueError, "n_c"),
-    (torch.randn(1, 5, 4), 2, 5, ValueError, "k must"),
-    (torch.randn(1, 1, 4), 1, 1, ValueError, "N >= 2"),
-    (torch.ones(1, 5, 4, dtype=torch.int64), 2, 1, TypeError, "float32"),
-    (torch.full((1, 5, 4), float("nan")), 2, 1, ValueError, "NaN"),
-    (torch.tensor([[[0.0], [float("inf")], [1.0]]]), 2, 1, ValueError, "NaN/Inf"),
-    ([[1.0]], 1, 1, TypeError, "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad,n_c,k,exc,match",
+    [
+        (torch.randn(5, 4), 2, 1, ValueError, r"shape \[T, N, D\].*\(5, 4\)"),
+        (torch.randn(1, 5, 4), 0, 1, ValueError, "n_c"),
+        (torch.randn(1, 5, 4), 6, 1, ValueError, "n_c"),
+        (torch.randn(1, 5, 4), 2, 5, ValueError, "k must"),
+        (torch.randn(1, 1, 4), 1, 1, ValueError, "N >= 2"),
+        (torch.ones(1, 5, 4, dtype=torch.int64), 2, 1, TypeError, "float32"),
+        (torch.full((1, 5, 4), float("nan")), 2, 1, ValueError, "NaN"),
+        (torch.tensor([[[0.0], [float("inf")], [1.0]]]), 2, 1, ValueError, "NaN/Inf"),
+        ([[1.0]], 1, 1, TypeError, "torch.Tensor"),
+    ],
+)
 def test_validation(bad, n_c, k, exc, match):
     with pytest.raises(exc, match=match):
         dpc_knn_merge(bad, n_c, k)

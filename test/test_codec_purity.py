@@ -26,8 +26,10 @@ def test_no_ros_imports_in_source():
 
 
 def test_importing_codec_loads_no_ros_module():
-    code = ("import sys, tofc_ros.codec, tofc_ros.codec.fitting; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in %r or m.split('.')[0].endswith('_msgs')]; "
-            "print(bad); sys.exit(1 if bad else 0)") % (FORBIDDEN,)
+    code = (
+        "import sys, tofc_ros.codec, tofc_ros.codec.fitting; "
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r} or m.split('.')[0].endswith('_msgs')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=CODEC_DIR.parents[1], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

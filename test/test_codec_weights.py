@@ -6,8 +6,16 @@ import pathlib
 import pytest
 import torch
 
-from tofc_ros.codec import (FingerprintMismatch, HyperpriorConfig, SelectiveEntropyModel, TofcCodec, load_codec,
-                            load_model, model_fingerprint, save_model)
+from tofc_ros.codec import (
+    FingerprintMismatch,
+    HyperpriorConfig,
+    SelectiveEntropyModel,
+    TofcCodec,
+    load_codec,
+    load_model,
+    model_fingerprint,
+    save_model,
+)
 from tofc_ros.codec.weights import model_from_bytes, model_to_bytes
 
 CODEC_DIR = pathlib.Path(__file__).resolve().parents[1] / "tofc_ros" / "codec"
@@ -31,8 +39,9 @@ def test_save_load_round_trip(tmp_path):
     assert a.encode(x) == b.encode(x)
     assert torch.equal(a.decode(b.encode(x)), b.decode(a.encode(x)))
     # tables were loaded, not rebuilt
-    assert torch.equal(loaded.experts.gaussian_conditional._quantized_cdf,
-                       model.experts.gaussian_conditional._quantized_cdf)
+    assert torch.equal(
+        loaded.experts.gaussian_conditional._quantized_cdf, model.experts.gaussian_conditional._quantized_cdf
+    )
 
 
 def test_fingerprint_depends_on_weights_and_config():

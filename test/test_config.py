@@ -19,18 +19,21 @@ def test_defaults_are_valid_and_every_parameter_is_described():
             assert len(info.description) > 10, f"{cls.__name__}.{info.name} needs a description"
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"max_rate_hz": -1.0}, "below its minimum"),
-    ({"max_rate_hz": float("nan")}, "finite"),
-    ({"zstd_level": 23}, "above its maximum"),
-    ({"image_format": "h264"}, "not one of"),
-    ({"zstd_level": 3.0}, "must be int"),
-    ({"zstd_level": True}, "must be int"),
-    ({"device": 5}, "must be str"),
-    ({"cameras": []}, "non-empty list"),
-    ({"cameras": ["a", "a"]}, "twice"),
-    ({"max_rate_hz_typo": 1.0}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"max_rate_hz": -1.0}, "below its minimum"),
+        ({"max_rate_hz": float("nan")}, "finite"),
+        ({"zstd_level": 23}, "above its maximum"),
+        ({"image_format": "h264"}, "not one of"),
+        ({"zstd_level": 3.0}, "must be int"),
+        ({"zstd_level": True}, "must be int"),
+        ({"device": 5}, "must be str"),
+        ({"cameras": []}, "non-empty list"),
+        ({"cameras": ["a", "a"]}, "twice"),
+        ({"max_rate_hz_typo": 1.0}, "unknown parameter"),
+    ],
+)
 def test_bad_values_raise_a_clear_error(values, fragment):
     with pytest.raises(ValueError, match=fragment):
         DeviceConfig.from_mapping(values)

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tofc_ros.data import scenes
+from tofc_ros.data import easyvqa, scenes
 from tofc_ros.data.scenes import COLOURS, PALETTE, SHAPES, TEMPLATES
-from tofc_ros.data import easyvqa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,18 +31,26 @@ PHOTO_PIXELS = {
 }
 # (split, index, seed): sha256 of the spec JSON (objects, questions, answers), of rgb() and of object_index().
 PINNED = {
-    ("test", 0, 0): ("c1d4eef063c9d319562c520fbb9126848175f5423e12ba2127abb477664a9be6",
-                     "bbe79ed150d3cf0b67e2308d7cccd4e0ed2517e3746e728ebee6d3ac26794ca5",
-                     "b2c0ac2e025a1ca276f1fd2c8c7892da332fb5c8cd9f4b9b3ecc4ed8c766e038"),
-    ("test", 1, 0): ("03a351a926900e9888dc04659513d9bdad5ae5118784a54d81659efd02564927",
-                     "403be1f82d8f6e80ed4d63b1d1667148295941bd54789c99a53451f10898a0e9",
-                     "186dd7e92b0cbaca3ed86bbd4c1524dd6df322fc1408126b06d69926e3520d74"),
-    ("train", 3, 0): ("f1091afe3c9cc6ae761894498708bb97c2fb387e757e7d381c6f2a464e0d2205",
-                      "6257662b0cc3b20b7f55bf115e2cab2f51b25b861916dec6e16de7b39478bcd7",
-                      "2e403c89bd0c62545e229375b01845520069121c1bf7c24b6021a79673767a20"),
-    ("train", 4, 7): ("18d2a319f2bcf3101b57594973869f2998bd9a17f0678698631ad32d24d2b1f4",
-                      "a2907a12c375f1acca9cbb77a3101adba941d3a5509edd3cf97af8c57a757bff",
-                      "c7def357860b2d017e02c5170b4e523ba6e8dad48a4b0368a75e4b508ce551c9"),
+    ("test", 0, 0): (
+        "c1d4eef063c9d319562c520fbb9126848175f5423e12ba2127abb477664a9be6",
+        "bbe79ed150d3cf0b67e2308d7cccd4e0ed2517e3746e728ebee6d3ac26794ca5",
+        "b2c0ac2e025a1ca276f1fd2c8c7892da332fb5c8cd9f4b9b3ecc4ed8c766e038",
+    ),
+    ("test", 1, 0): (
+        "03a351a926900e9888dc04659513d9bdad5ae5118784a54d81659efd02564927",
+        "403be1f82d8f6e80ed4d63b1d1667148295941bd54789c99a53451f10898a0e9",
+        "186dd7e92b0cbaca3ed86bbd4c1524dd6df322fc1408126b06d69926e3520d74",
+    ),
+    ("train", 3, 0): (
+        "f1091afe3c9cc6ae761894498708bb97c2fb387e757e7d381c6f2a464e0d2205",
+        "6257662b0cc3b20b7f55bf115e2cab2f51b25b861916dec6e16de7b39478bcd7",
+        "2e403c89bd0c62545e229375b01845520069121c1bf7c24b6021a79673767a20",
+    ),
+    ("train", 4, 7): (
+        "18d2a319f2bcf3101b57594973869f2998bd9a17f0678698631ad32d24d2b1f4",
+        "a2907a12c375f1acca9cbb77a3101adba941d3a5509edd3cf97af8c57a757bff",
+        "c7def357860b2d017e02c5170b4e523ba6e8dad48a4b0368a75e4b508ce551c9",
+    ),
 }
 # Scenes per split whose every question is re-derived (generation is ~0.5 ms a scene); test: its default size.
 N_CHECKED = {"train": 500, "test": 1000}
@@ -66,7 +73,8 @@ def items():
 def test_photo_pixels_are_pinned():
     for photo in scenes.PHOTOS:
         assert _sha(scenes._photo_rgb(photo.name).tobytes()) == PHOTO_PIXELS[photo.name], (
-            f"{photo.name}: decoded pixels differ (decoder or package file changed), so every frame will")
+            f"{photo.name}: decoded pixels differ (decoder or package file changed), so every frame will"
+        )
 
 
 @pytest.mark.parametrize("key", sorted(PINNED))
@@ -111,9 +119,14 @@ def test_limit_counts_questions_image_major(items):
 
 
 def test_bad_arguments_raise():
-    for call in (lambda: scenes.load_split("val", 3), lambda: scenes.load_split("test", 0),
-                 lambda: scenes.load_split("test", 3, limit=0), lambda: scenes.make_item("test", -1),
-                 lambda: scenes.make_item("test", 0, seed=-2), lambda: scenes.make_item("test", 0, sizes=())):
+    for call in (
+        lambda: scenes.load_split("val", 3),
+        lambda: scenes.load_split("test", 0),
+        lambda: scenes.load_split("test", 3, limit=0),
+        lambda: scenes.make_item("test", -1),
+        lambda: scenes.make_item("test", 0, seed=-2),
+        lambda: scenes.make_item("test", 0, sizes=()),
+    ):
         with pytest.raises(ValueError):
             call()
 
@@ -130,14 +143,17 @@ def test_missing_photo_package_fails_loudly_instead_of_downloading():
 def test_other_process_same_bytes_via_cli_and_pure_imports(tmp_path):
     """A fresh interpreter renders the same PNGs (CLI), and importing the module pulls in no ROS, torch, or the
     photo packages' code (their files are read, never their fetchers)."""
-    code = ("import sys, runpy; sys.argv = ['scenes', '--split', 'test', '--n', '2', '--out', sys.argv[1]]; "
-            "rc = 0\ntry:\n    runpy.run_module('tofc_ros.data.scenes', run_name='__main__')\n"
-            "except SystemExit as e:\n    rc = e.code or 0\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('rclpy', 'torch', 'skimage', 'sklearn', 'pooch', 'matplotlib'))\n"
-            "print('BAD', bad); sys.exit(rc or (1 if bad else 0))")
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys, runpy; sys.argv = ['scenes', '--split', 'test', '--n', '2', '--out', sys.argv[1]]; "
+        "rc = 0\ntry:\n    runpy.run_module('tofc_ros.data.scenes', run_name='__main__')\n"
+        "except SystemExit as e:\n    rc = e.code or 0\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'torch', 'skimage', 'sklearn', 'pooch', 'matplotlib'))\n"
+        "print('BAD', bad); sys.exit(rc or (1 if bad else 0))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     from PIL import Image
 
@@ -209,7 +225,7 @@ def test_objects_inside_frame_apart_and_sized(items):
                 assert 0.03 * width <= bx1 - bx0 <= 0.12 * width
                 assert by1 - by0 <= 0.12 * width
             for i, a in enumerate(boxes):
-                for b in boxes[i + 1:]:
+                for b in boxes[i + 1 :]:
                     assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (it.name, a, b)
 
 
@@ -258,8 +274,9 @@ def test_integer_resize_matches_a_plain_reference():
             assert np.array_equal(mirrored, got[:, ::-1])
     assert np.array_equal(scenes._resize_bilinear(src, 13, 9), src)
     alpha = np.pad(rng.integers(0, 256, size=(5, 7), dtype=np.uint8), 1)
-    assert np.array_equal(scenes._resize_bilinear(alpha, 20, 15, bits=8, inset=1),
-                          _reference_resize(alpha, 20, 15, 8, inset=1))
+    assert np.array_equal(
+        scenes._resize_bilinear(alpha, 20, 15, bits=8, inset=1), _reference_resize(alpha, 20, 15, 8, inset=1)
+    )
 
 
 # --------------------------------------------------------------------------------------------------- questions
@@ -348,11 +365,24 @@ def test_answer_balance_within_bounds(items):
     for split, its in items.items():
         balance = scenes.answer_balance(its)
         assert set(balance) == set(scenes.QUESTION_TYPES)
-        bounds = {"color_presence": (0.45, 0.55), "shape_presence": (0.45, 0.55), "side": (0.45, 0.55),
-                  "left_of": (0.44, 0.56), "count": (0.29, 0.38), "shape": (0.28, 0.39), "color": (0.08, 0.17)}
-        expected_answers = {"color_presence": {"yes", "no"}, "shape_presence": {"yes", "no"},
-                            "left_of": {"yes", "no"}, "side": set(scenes.SIDES), "count": set(scenes.COUNT_WORDS),
-                            "shape": set(SHAPES), "color": set(COLOURS)}
+        bounds = {
+            "color_presence": (0.45, 0.55),
+            "shape_presence": (0.45, 0.55),
+            "side": (0.45, 0.55),
+            "left_of": (0.44, 0.56),
+            "count": (0.29, 0.38),
+            "shape": (0.28, 0.39),
+            "color": (0.08, 0.17),
+        }
+        expected_answers = {
+            "color_presence": {"yes", "no"},
+            "shape_presence": {"yes", "no"},
+            "left_of": {"yes", "no"},
+            "side": set(scenes.SIDES),
+            "count": set(scenes.COUNT_WORDS),
+            "shape": set(SHAPES),
+            "color": set(COLOURS),
+        }
         for qtype, answers in balance.items():
             assert set(answers) == expected_answers[qtype], (split, qtype)
             total = sum(answers.values())
@@ -373,21 +403,23 @@ def test_answer_balance_within_bounds(items):
 
 # --------------------------------------------------------------------------------------------------------- CLI
 def test_cli_writes_pngs_jsonl_and_llava_json(tmp_path, capsys):
-    assert scenes.main(["--split", "test", "--n", "3", "--seed", "2", "--size", "640x480", "--out",
-                        str(tmp_path)]) == 0
+    assert scenes.main(["--split", "test", "--n", "3", "--seed", "2", "--size", "640x480", "--out", str(tmp_path)]) == 0
     its = scenes.load_split("test", 3, seed=2, sizes=((640, 480),))
     pngs = sorted((tmp_path / "images").glob("*.png"))
     assert [p.stem for p in pngs] == [it.name for it in its]
     rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
     assert [(r["question"], r["answer"], r["question_type"]) for r in rows] == [
-        qa for it in its for qa in zip(it.questions, it.answers, it.question_types)]
+        qa for it in its for qa in zip(it.questions, it.answers, it.question_types)
+    ]
     assert all((tmp_path / r["image"]).is_file() for r in rows)
     llava = json.loads((tmp_path / "llava.json").read_text())
     assert len(llava) == len(rows) and len({e["id"] for e in llava}) == len(llava)
     first = llava[0]
     assert set(first) == {"id", "image", "conversations"} and first["image"] == rows[0]["image"]
-    assert first["conversations"] == [{"from": "human", "value": "<image>\n" + rows[0]["question"]},
-                                      {"from": "gpt", "value": rows[0]["answer"]}]
+    assert first["conversations"] == [
+        {"from": "human", "value": "<image>\n" + rows[0]["question"]},
+        {"from": "gpt", "value": rows[0]["answer"]},
+    ]
     specs = [json.loads(line) for line in (tmp_path / "scenes.jsonl").read_text().splitlines()]
     assert [s["objects"][0]["box"] for s in specs] == [list(it.objects[0].box) for it in its]
     assert "3 scenes" in capsys.readouterr().out

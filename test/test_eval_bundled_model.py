@@ -40,8 +40,13 @@ def deployed():
 
 def test_bundle_is_small_and_complete():
     names = {p.name for p in MODEL.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
-            "tofc_codec.safetensors"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "tofc_codec.safetensors",
+    } <= names
     total = sum(p.stat().st_size for p in MODEL.iterdir() if p.is_file())
     assert total < 8 * 2**20, f"bundled model is {total / 2**20:.1f} MiB"
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
+from tofc_ros.data.easyvqa import load_split
 from tofc_ros.eval.latency import model_latency
 from tofc_ros.eval.rate_accuracy import Point, PointResult, bytes_at_accuracy, evaluate_point
-from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.pretrain import TinyModelConfig, build_tiny_ov
 
 
@@ -31,8 +31,17 @@ def test_latency_model_adds_transfer_time():
 
 
 def test_points_send_real_payloads(tmp_path):
-    tiny = TinyModelConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_hidden=32,
-                           text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64)
+    tiny = TinyModelConfig(
+        vision_hidden=32,
+        vision_layers=1,
+        vision_heads=2,
+        vision_mlp=64,
+        text_hidden=32,
+        text_layers=1,
+        text_heads=2,
+        text_kv_heads=1,
+        text_mlp=64,
+    )
     build_tiny_ov(tiny, seed=0).save(tmp_path)
     items = load_split("test", 6)
     m = str(tmp_path)

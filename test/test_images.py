@@ -24,17 +24,28 @@ RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
 # image_encodings.hpp, independently of the module's table. Packed: encoding → (stored channels, bits, the cv2 code
 # towards RGB; None: the samples already are RGB). Semi-planar: encoding → the cv2 code (nv24 has none: see _case).
 PACKED = {
-    "rgb8": (3, 8, None), "bgr8": (3, 8, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, 8, cv2.COLOR_RGBA2RGB), "bgra8": (4, 8, cv2.COLOR_BGRA2RGB), "mono8": (1, 8, cv2.COLOR_GRAY2RGB),
-    "rgb16": (3, 16, None), "bgr16": (3, 16, cv2.COLOR_BGR2RGB),
-    "rgba16": (4, 16, cv2.COLOR_RGBA2RGB), "bgra16": (4, 16, cv2.COLOR_BGRA2RGB),
+    "rgb8": (3, 8, None),
+    "bgr8": (3, 8, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, 8, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, 8, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, 8, cv2.COLOR_GRAY2RGB),
+    "rgb16": (3, 16, None),
+    "bgr16": (3, 16, cv2.COLOR_BGR2RGB),
+    "rgba16": (4, 16, cv2.COLOR_RGBA2RGB),
+    "bgra16": (4, 16, cv2.COLOR_BGRA2RGB),
     "mono16": (1, 16, cv2.COLOR_GRAY2RGB),
-    "bayer_rggb8": (1, 8, cv2.COLOR_BayerBG2RGB), "bayer_bggr8": (1, 8, cv2.COLOR_BayerRG2RGB),
-    "bayer_gbrg8": (1, 8, cv2.COLOR_BayerGR2RGB), "bayer_grbg8": (1, 8, cv2.COLOR_BayerGB2RGB),
-    "bayer_rggb16": (1, 16, cv2.COLOR_BayerBG2RGB), "bayer_bggr16": (1, 16, cv2.COLOR_BayerRG2RGB),
-    "bayer_gbrg16": (1, 16, cv2.COLOR_BayerGR2RGB), "bayer_grbg16": (1, 16, cv2.COLOR_BayerGB2RGB),
-    "yuv422": (2, 8, cv2.COLOR_YUV2RGB_UYVY), "uyvy": (2, 8, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422_yuy2": (2, 8, cv2.COLOR_YUV2RGB_YUY2), "yuyv": (2, 8, cv2.COLOR_YUV2RGB_YUY2),
+    "bayer_rggb8": (1, 8, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, 8, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, 8, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, 8, cv2.COLOR_BayerGB2RGB),
+    "bayer_rggb16": (1, 16, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr16": (1, 16, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg16": (1, 16, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg16": (1, 16, cv2.COLOR_BayerGB2RGB),
+    "yuv422": (2, 8, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, 8, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, 8, cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (2, 8, cv2.COLOR_YUV2RGB_YUY2),
 }
 SEMI_PLANAR = {"nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21, "nv24": None}
 ALL = sorted([*PACKED, *SEMI_PLANAR])
@@ -45,8 +56,9 @@ YUV = ["yuv422", "uyvy", "yuv422_yuy2", "yuyv", "nv12", "nv21", "nv24"]
 def _rows_msg(rows: list[bytes], encoding: str, width: int, height: int, pad: int, big: bool = False) -> Image:
     """A message whose byte rows (Y rows then UV rows for semi-planar) each get `pad` junk bytes."""
     data = b"".join(r + b"\xee" * pad for r in rows)
-    return Image(height=height, width=width, encoding=encoding, is_bigendian=int(big), step=len(rows[0]) + pad,
-                 data=data)
+    return Image(
+        height=height, width=width, encoding=encoding, is_bigendian=int(big), step=len(rows[0]) + pad, data=data
+    )
 
 
 def _case(encoding: str, height: int, width: int, pad: int, big: bool, seed: int):
@@ -84,10 +96,15 @@ def test_every_supported_encoding_is_tested_here():
     assert sorted(images.SUPPORTED_ENCODINGS) == ALL
 
 
-@pytest.mark.parametrize("encoding, pad, big", [
-    (e, pad, big) for e in ALL for pad in (0, 3)
-    for big in ((False, True) if PACKED.get(e, (0, 8))[1] == 16 else (False,))  # is_bigendian: 16-bit only
-])
+@pytest.mark.parametrize(
+    "encoding, pad, big",
+    [
+        (e, pad, big)
+        for e in ALL
+        for pad in (0, 3)
+        for big in ((False, True) if PACKED.get(e, (0, 8))[1] == 16 else (False,))  # is_bigendian: 16-bit only
+    ],
+)
 def test_every_encoding_matches_opencv_exactly(encoding, pad, big):
     for seed, (height, width) in enumerate([(6, 8), (2, 2), (4, 10)]):
         msg, expected = _case(encoding, height, width, pad, big, seed)
@@ -105,14 +122,19 @@ def test_odd_sizes_where_nothing_is_subsampled(encoding):
 
 
 @pytest.mark.parametrize("pad", [0, 3])
-@pytest.mark.parametrize("encoding, pixels", [
-    ("rgb8", RGB), ("bgr8", RGB[:, :, ::-1]),
-    ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)])),
-    ("bgra8", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)])),
-    ("rgb16", RGB.astype(np.uint16) * 257), ("bgr16", RGB[:, :, ::-1].astype(np.uint16) * 257),
-    ("rgba16", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)]).astype(np.uint16) * 257),
-    ("bgra16", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)]).astype(np.uint16) * 257),
-])
+@pytest.mark.parametrize(
+    "encoding, pixels",
+    [
+        ("rgb8", RGB),
+        ("bgr8", RGB[:, :, ::-1]),
+        ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)])),
+        ("bgra8", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)])),
+        ("rgb16", RGB.astype(np.uint16) * 257),
+        ("bgr16", RGB[:, :, ::-1].astype(np.uint16) * 257),
+        ("rgba16", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)]).astype(np.uint16) * 257),
+        ("bgra16", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)]).astype(np.uint16) * 257),
+    ],
+)
 def test_colour_encodings_give_the_same_rgb(encoding, pixels, pad):
     stored = pixels if pixels.dtype == np.uint8 else pixels.astype("<u2")
     msg = _rows_msg([np.ascontiguousarray(r).tobytes() for r in stored], encoding, 7, 5, pad)
@@ -244,23 +266,26 @@ def test_huge_claims_with_short_data_are_refused_before_allocating(encoding):
     assert peak < 1 << 20, f"{peak} B allocated for a refused message"
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (dict(encoding="16UC1"), "unsupported image encoding '16UC1': a depth image"),
-    (dict(encoding="32FC1"), "unsupported image encoding '32FC1': a depth image"),
-    (dict(encoding="8UC3"), "unsupported image encoding '8UC3': a generic OpenCV type"),
-    (dict(encoding="8UC1"), "generic OpenCV type"),
-    (dict(encoding="16SC1"), "generic OpenCV type"),
-    (dict(encoding="32FC3"), "generic OpenCV type"),
-    (dict(encoding="64FC1"), "generic OpenCV type"),
-    (dict(encoding="yuv420"), "unknown image encoding 'yuv420'; supported: bayer_bggr16, .*nv24, .*yuyv$"),
-    (dict(encoding="RGB8"), "unknown image encoding 'RGB8'"),
-    (dict(encoding=""), "unknown image encoding ''"),
-    (dict(step=5), "shorter than one row"),
-    (dict(height=0), "zero size"),
-    (dict(width=0), "zero size"),
-    (dict(height=100_000, width=100_000), "max_image_pixels"),
-    (dict(data=b"\x00" * 10), "expected at least"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (dict(encoding="16UC1"), "unsupported image encoding '16UC1': a depth image"),
+        (dict(encoding="32FC1"), "unsupported image encoding '32FC1': a depth image"),
+        (dict(encoding="8UC3"), "unsupported image encoding '8UC3': a generic OpenCV type"),
+        (dict(encoding="8UC1"), "generic OpenCV type"),
+        (dict(encoding="16SC1"), "generic OpenCV type"),
+        (dict(encoding="32FC3"), "generic OpenCV type"),
+        (dict(encoding="64FC1"), "generic OpenCV type"),
+        (dict(encoding="yuv420"), "unknown image encoding 'yuv420'; supported: bayer_bggr16, .*nv24, .*yuyv$"),
+        (dict(encoding="RGB8"), "unknown image encoding 'RGB8'"),
+        (dict(encoding=""), "unknown image encoding ''"),
+        (dict(step=5), "shorter than one row"),
+        (dict(height=0), "zero size"),
+        (dict(width=0), "zero size"),
+        (dict(height=100_000, width=100_000), "max_image_pixels"),
+        (dict(data=b"\x00" * 10), "expected at least"),
+    ],
+)
 def test_malformed_images_are_refused(change, fragment):
     msg = _rows_msg([r.tobytes() for r in RGB], "rgb8", 7, 5, 0)
     for key, value in change.items():
@@ -323,8 +348,14 @@ def test_cv_bridge_converts_what_it_reads_and_opencv_the_rest(fake_cv_bridge):
     np.testing.assert_array_equal(image_msg_to_rgb(bridged, 100), np.full((4, 6, 3), 7))
     assert fake_cv_bridge == [("bayer_rggb8", "rgb8")]
     # Names cv_bridge does not know, rows padded by part of a pixel, foreign-endian 16-bit: OpenCV, same pixels.
-    for encoding, pad, big in (("uyvy", 0, False), ("nv12", 0, False), ("nv24", 0, False), ("rgb8", 1, False),
-                               ("mono16", 1, False), ("mono16", 0, sys.byteorder == "little")):
+    for encoding, pad, big in (
+        ("uyvy", 0, False),
+        ("nv12", 0, False),
+        ("nv24", 0, False),
+        ("rgb8", 1, False),
+        ("mono16", 1, False),
+        ("mono16", 0, sys.byteorder == "little"),
+    ):
         msg, expected = _case(encoding, 4, 6, pad, big, seed=1)
         assert np.array_equal(image_msg_to_rgb(msg, 100), expected), encoding
     assert fake_cv_bridge == [("bayer_rggb8", "rgb8")]

@@ -10,20 +10,26 @@ import time
 import uuid
 
 import pytest
-from conftest import wait_for
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from tofc_msgs.msg import Answer, Question
 
+from tofc_msgs.msg import Answer, Question
 from tofc_ros.nodes.demo_client import synthetic_frame
+
+from conftest import wait_for
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _launch(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tofc_ros.launcher", "tofc_ros", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, "-m", "tofc_ros.launcher", "tofc_ros", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
 def test_demo_launch_runs_the_graph_to_completion():
@@ -79,30 +85,40 @@ def test_a_node_that_dies_fails_the_launch_with_a_clear_message(tmp_path):
 
 def test_two_robots_share_one_server(ros):
     ns = f"fleet_{uuid.uuid4().hex[:8]}"
-    proc = _launch("two_robots.launch.xml", f"server_namespace:={ns}", f"robot1_image:=/{ns}/r1",
-                   f"robot2_image:=/{ns}/r2")
+    proc = _launch(
+        "two_robots.launch.xml", f"server_namespace:={ns}", f"robot1_image:=/{ns}/r1", f"robot2_image:=/{ns}/r2"
+    )
     try:
         node = ros.add(Node("fleet_probe", context=ros.context))
         cams = {r: node.create_publisher(Image, f"/{ns}/{r}", qos_profile_sensor_data) for r in ("r1", "r2")}
         questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
         answers = {}
         node.create_subscription(Answer, f"/{ns}/answers", lambda a: answers.setdefault(a.question_id, a), RELIABLE)
-        wait_for(lambda: all(p.get_subscription_count() for p in cams.values())
-                 and questions.get_subscription_count(), timeout=90)
-        for i, (robot, camera) in enumerate((("r1", "robot1"), ("r2", "robot2"))):
+        wait_for(
+            lambda: all(p.get_subscription_count() for p in cams.values()) and questions.get_subscription_count(),
+            timeout=90,
+        )
+        for i, camera in enumerate(("robot1", "robot2")):
             q = Question(question_id=camera, text="What is there?", camera=camera, timeout_s=20.0)
             q.image_stamp.sec = 10 + i
             questions.publish(q)
         deadline = time.monotonic() + 90  # generous: a loaded machine loads three models slowly
         while len(answers) < 2 and time.monotonic() < deadline:
             for i, robot in enumerate(("r1", "r2")):
-                img = Image(height=8, width=8 * (i + 1), encoding="rgb8", step=24 * (i + 1),
-                            data=synthetic_frame(i, 8, 8 * (i + 1)).tobytes())
+                img = Image(
+                    height=8,
+                    width=8 * (i + 1),
+                    encoding="rgb8",
+                    step=24 * (i + 1),
+                    data=synthetic_frame(i, 8, 8 * (i + 1)).tobytes(),
+                )
                 img.header.stamp.sec = 10 + i
                 cams[robot].publish(img)
             time.sleep(0.2)
         assert {q: (a.status, a.camera, a.image_stamp.sec) for q, a in answers.items()} == {
-            "robot1": (Answer.STATUS_OK, "robot1", 10), "robot2": (Answer.STATUS_OK, "robot2", 11)}
+            "robot1": (Answer.STATUS_OK, "robot1", 10),
+            "robot2": (Answer.STATUS_OK, "robot2", 11),
+        }
         assert all(a.format == "tofc/1" and a.text for a in answers.values())  # the bundled model answered
     finally:
         proc.send_signal(signal.SIGINT)

@@ -8,8 +8,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tofc_ros"
-PURE = ["codec", "backbones", "pipeline", "train", "eval", "data", "launcher", "config.py", "resources.py",
-        "zstd_frames.py"]
+PURE = [
+    "codec",
+    "backbones",
+    "pipeline",
+    "train",
+    "eval",
+    "data",
+    "launcher",
+    "config.py",
+    "resources.py",
+    "zstd_frames.py",
+]
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "tofc_msgs", "diagnostic_msgs")
 
 
@@ -27,8 +37,9 @@ def _imports(path: Path) -> set[str]:
 def test_pure_layers_do_not_import_ros(part):
     target = PACKAGE / part
     files = [target] if target.is_file() else sorted(target.rglob("*.py"))
-    offenders = {str(f.relative_to(PACKAGE)): sorted(i for i in _imports(f) if i.split(".")[0] in ROS_MODULES)
-                 for f in files}
+    offenders = {
+        str(f.relative_to(PACKAGE)): sorted(i for i in _imports(f) if i.split(".")[0] in ROS_MODULES) for f in files
+    }
     assert not {k: v for k, v in offenders.items() if v}
 
 
@@ -41,8 +52,13 @@ def test_lower_layers_do_not_import_nodes():
 # What each part of the package may import from the others: imports go one way, from top to bottom.
 #   nodes -> eval -> train -> (backbones, codec, data);   eval -> pipeline -> (backbones, codec, resources)
 ALLOWED = {
-    "ament_index": set(), "zstd_frames": set(), "config": set(), "resources": {"ament_index"},
-    "codec": {"zstd_frames"}, "data": set(), "backbones": set(),
+    "ament_index": set(),
+    "zstd_frames": set(),
+    "config": set(),
+    "resources": {"ament_index"},
+    "codec": {"zstd_frames"},
+    "data": set(),
+    "backbones": set(),
     "pipeline": {"codec", "backbones", "resources", "zstd_frames"},
     "train": {"codec", "backbones", "data"},
     "eval": {"codec", "backbones", "data", "pipeline", "train", "resources"},
@@ -122,13 +138,20 @@ def test_no_import_cycles_inside_the_package():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"tofc_ros.a": {"tofc_ros.b"}, "tofc_ros.b": {"tofc_ros.a"}, "tofc_ros.c": set()}) == [
-        ["tofc_ros.a", "tofc_ros.b"]]
+        ["tofc_ros.a", "tofc_ros.b"]
+    ]
 
 
 def test_each_part_imports_only_the_parts_below_it():
     def part(module: str) -> str:
         return module.split(".")[1] if "." in module else ""
 
-    wrong = sorted({(part(a), part(b)) for a, targets in _module_graph().items() for b in targets
-                    if part(a) != part(b) and part(b) and part(b) not in ALLOWED[part(a)]})
+    wrong = sorted(
+        {
+            (part(a), part(b))
+            for a, targets in _module_graph().items()
+            for b in targets
+            if part(a) != part(b) and part(b) and part(b) not in ALLOWED[part(a)]
+        }
+    )
     assert wrong == []

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 from rclpy.parameter import Parameter
 
 from tofc_ros.config import DemoClientConfig, DeviceConfig, ReplayConfig, ServerConfig, UplinkConfig
@@ -19,6 +18,8 @@ from tofc_ros.nodes.device_node import DeviceNode
 from tofc_ros.nodes.replay_node import ReplayNode
 from tofc_ros.nodes.server_node import ServerNode
 from tofc_ros.nodes.uplink_node import UplinkNode
+
+from conftest import wait_for
 from test_ros_nodes import Client
 
 CONFIG_MODULE = str(Path(__file__).resolve().parents[1] / "tofc_ros" / "config.py")
@@ -56,22 +57,39 @@ def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
     with traced(DeviceConfig) as reads:
         client = Client(ros)
         # TOFC, continuous: the model, codec and merging parameters; a camera frame.
-        device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_params(
-            codec="tofc", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path), max_rate_hz=50.0)))
+        device = ros.add(
+            DeviceNode(
+                context=ros.context,
+                parameter_overrides=_params(
+                    codec="tofc", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path), max_rate_hz=50.0
+                ),
+            )
+        )
         wait_for(lambda: device._subs["front"].get_publisher_count())
         client.image(synthetic_frame(0, 32, 32), sec=1)
         wait_for(lambda: client.features, timeout=60)
         # Placeholder, on demand: the history, the questions subscription, the stamp tolerance.
-        on_demand = ros.add(DeviceNode(context=ros.context, namespace="od", parameter_overrides=_params(
-            codec="placeholder-zstd", mode="on_demand")))
+        on_demand = ros.add(
+            DeviceNode(
+                context=ros.context,
+                namespace="od",
+                parameter_overrides=_params(codec="placeholder-zstd", mode="on_demand"),
+            )
+        )
         on_demand._on_question(type("Q", (), {"camera": "", "image_stamp": type("T", (), {"sec": 0, "nanosec": 0})}))
     assert _unread(DeviceConfig, reads) == []
 
 
 def test_the_server_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_path):
     with traced(ServerConfig) as reads:
-        server = ros.add(ServerNode(context=ros.context, parameter_overrides=_params(
-            answerer="model", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path))))
+        server = ros.add(
+            ServerNode(
+                context=ros.context,
+                parameter_overrides=_params(
+                    answerer="model", model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path)
+                ),
+            )
+        )
         client = Client(ros)
         wait_for(lambda: client.questions.get_subscription_count() and server.count_publishers("features"))
         client.send_features(b"not a payload" * 8, sec=1, fmt="tofc/1")
@@ -95,8 +113,9 @@ def test_the_replay_node_reads_every_parameter(ros, tmp_path):
 
     bag, _, _ = write_sample_bag(tmp_path / "in.mcap", n_images=1, questions_per_image=1)
     with traced(ReplayConfig) as reads:
-        replay = ros.add(ReplayNode(context=ros.context, parameter_overrides=_params(
-            bag=str(bag), output_dir=str(tmp_path / "out"))))
+        replay = ros.add(
+            ReplayNode(context=ros.context, parameter_overrides=_params(bag=str(bag), output_dir=str(tmp_path / "out")))
+        )
         replay._on_features(features_cdr("f", "front", 1, 0, "fp16/1", b""))
         replay.finish()
     assert _unread(ReplayConfig, reads) == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tofc_ros.pipeline.records import Status
 from tofc_ros.pipeline.pairing import LATEST, FrameCache, Pairing, Refused, Waiting
+from tofc_ros.pipeline.records import Status
 
 
 def _w(qid, camera="front", stamp=LATEST, deadline=100):

@@ -127,10 +127,12 @@ def test_placeholder_server_describes_pixels_and_refuses_everything_else(halves,
     decoder = FrameDecoder(formats=["placeholder-zstd/1"], accept_images=True)
     rgb = np.full((6, 8, 3), (10, 20, 30), np.uint8)
     frame = decoder.decode(ImageEncoder(load_codec("placeholder-zstd")).encode(rgb).payload)
-    assert PlaceholderAnswerer().answer(frame, "?") == ("[placeholder: no language model loaded] 8x6 image, "
-                                                       "mean colour RGB(10, 20, 30)")
+    assert PlaceholderAnswerer().answer(frame, "?") == (
+        "[placeholder: no language model loaded] 8x6 image, mean colour RGB(10, 20, 30)"
+    )
     with pytest.raises(ModelMismatch, match="not served here"):
         decoder.decode(ImageEncoder(load_codec("jpeg")).encode(rgb).payload)
     with pytest.raises(DecodeError, match="exceeds 10 pixels"):
         FrameDecoder(formats=["placeholder-zstd/1"], accept_images=True, max_pixels=10).decode(
-            ImageEncoder(load_codec("placeholder-zstd")).encode(rgb).payload)
+            ImageEncoder(load_codec("placeholder-zstd")).encode(rgb).payload
+        )

@@ -58,18 +58,32 @@ def test_round_trip_keeps_every_message_and_the_ros2_bag_type_hashes(tmp_path, s
 
 def test_rclpy_reads_our_cdr_bytes_unchanged():
     from rclpy.serialization import deserialize_message, serialize_message
+
     from tofc_msgs.msg import Answer, Question
 
     data = question_cdr(BagQuestion(0, "q1", "What shape?", "front", 5 * 10**9 + 7, 2.5), 123)
     msg = deserialize_message(data, Question)
-    assert (msg.question_id, msg.text, msg.camera, msg.image_stamp.sec, msg.image_stamp.nanosec, msg.timeout_s,
-            msg.header.stamp.nanosec) == ("q1", "What shape?", "front", 5, 7, 2.5, 123)
+    assert (
+        msg.question_id,
+        msg.text,
+        msg.camera,
+        msg.image_stamp.sec,
+        msg.image_stamp.nanosec,
+        msg.timeout_s,
+        msg.header.stamp.nanosec,
+    ) == ("q1", "What shape?", "front", 5, 7, 2.5, 123)
     # Same bytes but for CDR padding, which Fast CDR leaves uninitialised: compare what rosbags decodes.
     again = typestore().deserialize_cdr(serialize_message(msg), QUESTION)
     assert (again.question_id, again.image_stamp.nanosec, again.timeout_s) == ("q1", 7, 2.5)
     ans = Answer(question_id="q1", status=Answer.STATUS_BUSY, error="full", payload_bytes=9, total_ms=2.0)
     rec = answer_record(serialize_message(ans))
-    assert (rec.question_id, rec.status, rec.error, rec.payload_bytes, rec.total_ms) == ("q1", Status.BUSY, "full", 9, 2.0)
+    assert (rec.question_id, rec.status, rec.error, rec.payload_bytes, rec.total_ms) == (
+        "q1",
+        Status.BUSY,
+        "full",
+        9,
+        2.0,
+    )
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -105,8 +119,11 @@ def test_sample_tool_output_is_deterministic(tmp_path):
     digests = []
     for run in range(2):
         out = tmp_path / f"r{run}" / "easyvqa_sample.mcap"
-        subprocess.run([sys.executable, str(REPO / "tools" / "make_sample_bag.py"), "--out", str(out)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "tools" / "make_sample_bag.py"), "--out", str(out)],
+            check=True,
+            capture_output=True,
+        )
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
     assert digests[0] == digests[1] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
 
@@ -124,8 +141,11 @@ def _bag(tmp_path, storage, extra=()):
 @pytest.mark.parametrize("storage", STORAGES)
 def test_other_topics_are_skipped_and_listed(tmp_path, storage):
     string = typestore().types["std_msgs/msg/String"](data="hi")
-    bag = _bag(tmp_path, storage, [("/chatter", "std_msgs/msg/String", 7,
-                                    typestore().serialize_cdr(string, "std_msgs/msg/String"))])
+    bag = _bag(
+        tmp_path,
+        storage,
+        [("/chatter", "std_msgs/msg/String", 7, typestore().serialize_cdr(string, "std_msgs/msg/String"))],
+    )
     rb = read_replay_bag(bag)
     assert rb.skipped_topics == {"/chatter": "std_msgs/msg/String"}
     assert (len(rb.frames), len(rb.questions)) == (1, 1)
@@ -199,8 +219,12 @@ def test_background_writer_accepts_writes_from_any_thread(tmp_path, storage):
     from tofc_ros.eval.replay.bags import BackgroundBagWriter
 
     w = BackgroundBagWriter(tmp_path / "bag", storage)
-    threads = [threading.Thread(target=lambda i=i: w.write(f"/a{i}", ANSWER, i + 1, answer_cdr(AnswerRecord(f"q{i}", Status.OK))))
-               for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda i=i: w.write(f"/a{i}", ANSWER, i + 1, answer_cdr(AnswerRecord(f"q{i}", Status.OK)))
+        )
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -9,7 +9,6 @@ import sys
 import uuid
 
 import pytest
-from conftest import wait_for
 from PIL import Image
 from rclpy.parameter import Parameter
 
@@ -22,6 +21,8 @@ from tofc_ros.nodes.parameters import ParameterError
 from tofc_ros.nodes.replay_node import ReplayNode
 from tofc_ros.nodes.server_node import ServerNode
 
+from conftest import wait_for
+
 
 def _params(**values):
     return [Parameter(k, value=v) for k, v in values.items()]
@@ -30,14 +31,23 @@ def _params(**values):
 def _replay(ros, ns, bag, out, **params):
     # Replay mechanics are under test here, in one process with the replay node: the placeholder codec keeps the
     # vision tower from holding the GIL while the replay's timing is measured (the launch test runs the model).
-    device = DeviceNode(context=ros.context, namespace=ns, parameter_overrides=_params(
-        max_rate_hz=50.0, codec="placeholder-zstd"))
-    server = ServerNode(context=ros.context, namespace=ns, parameter_overrides=_params(
-        default_timeout_s=3.0, answerer="placeholder"))
+    device = DeviceNode(
+        context=ros.context, namespace=ns, parameter_overrides=_params(max_rate_hz=50.0, codec="placeholder-zstd")
+    )
+    server = ServerNode(
+        context=ros.context, namespace=ns, parameter_overrides=_params(default_timeout_s=3.0, answerer="placeholder")
+    )
     ros.add(device)
     ros.add(server)
-    replay = ros.add(ReplayNode(context=ros.context, namespace=ns, parameter_overrides=_params(
-        bag=str(bag), output_dir=str(out), startup_timeout_s=20.0, answer_timeout_s=10.0, **params)))
+    replay = ros.add(
+        ReplayNode(
+            context=ros.context,
+            namespace=ns,
+            parameter_overrides=_params(
+                bag=str(bag), output_dir=str(out), startup_timeout_s=20.0, answer_timeout_s=10.0, **params
+            ),
+        )
+    )
     wait_for(lambda: replay.finished, timeout=40)
     assert replay.failed is None
     return replay, replay.finish()
@@ -46,8 +56,9 @@ def _replay(ros, ns, bag, out, **params):
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_replay_answers_every_question_records_them_and_reports(ros, tmp_path, storage):
     bag, _, n = write_sample_bag(tmp_path / "in", storage, n_images=3, questions_per_image=2)
-    replay, report = _replay(ros, f"r_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="fast",
-                             storage=storage, record_features=True)
+    replay, report = _replay(
+        ros, f"r_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="fast", storage=storage, record_features=True
+    )
     s = report["summary"]
     assert (s["questions"], s["answered"], s["unanswered"]) == (n, n, 0)
     assert s["status_counts"] == {"OK": n}  # placeholder codec: every frame decodes; accuracy not checked yet
@@ -66,8 +77,9 @@ def test_replay_answers_every_question_records_them_and_reports(ros, tmp_path, s
     recorded = list(iter_messages(tmp_path / "out" / "answers"))
     answers = [answer_record(d) for topic, t, _, d in recorded if t == ANSWER]
     assert sorted(a.question_id for a in answers) == sorted(r["question_id"] for r in rows)
-    assert {topic for topic, t, _, _ in recorded} == {f"{replay.get_namespace()}/{x}"
-                                                      for x in ("answers", "questions", "features")}
+    assert {topic for topic, t, _, _ in recorded} == {
+        f"{replay.get_namespace()}/{x}" for x in ("answers", "questions", "features")
+    }
     assert sum(t == QUESTION for _, t, _, _ in recorded) == n
     assert json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["answered"] == n
 
@@ -87,12 +99,14 @@ def test_questions_file_replaces_the_bags_questions(ros, tmp_path):
     bag, _, _ = write_sample_bag(tmp_path / "in.mcap", n_images=2, questions_per_image=1)
     frames = [1_700_000_000 * 10**9, 1_700_000_000 * 10**9 + 500_000_000]
     qfile = tmp_path / "qs.jsonl"
-    write_questions_file(qfile, [{"question_id": "mine-0", "text": "What color is it?", "image_stamp_ns": frames[1],
-                                  "answer": "green"},
-                                 {"question_id": "mine-1", "text": "What is it?", "image_stamp_ns": 5,
-                                  "timeout_s": 0.5}])
-    _, report = _replay(ros, f"f_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="fast",
-                        questions_file=str(qfile))
+    write_questions_file(
+        qfile,
+        [
+            {"question_id": "mine-0", "text": "What color is it?", "image_stamp_ns": frames[1], "answer": "green"},
+            {"question_id": "mine-1", "text": "What is it?", "image_stamp_ns": 5, "timeout_s": 0.5},
+        ],
+    )
+    _, report = _replay(ros, f"f_{uuid.uuid4().hex[:6]}", bag, tmp_path / "out", mode="fast", questions_file=str(qfile))
     rows = {r["question_id"]: r for r in report["questions"]}
     assert set(rows) == {"mine-0", "mine-1"} and report["meta"]["questions_source"] == "file"
     assert rows["mine-0"]["status"] == "OK" and rows["mine-0"]["ground_truth"] == ["green"]
@@ -119,9 +133,23 @@ def test_replay_launch_file_runs_the_graph_and_prints_the_summary(tmp_path):
     bag, _, n = write_sample_bag(tmp_path / "bag", "sqlite3", n_images=2, questions_per_image=2)
     ns = f"rl_{uuid.uuid4().hex[:8]}"
     proc = subprocess.run(
-        [sys.executable, "-m", "tofc_ros.launcher", "tofc_ros", "replay.launch.xml", f"bag:={bag}",
-         f"output_dir:={tmp_path / 'out'}", "rate:=4", f"namespace:={ns}", "storage:=sqlite3"],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy())
+        [
+            sys.executable,
+            "-m",
+            "tofc_ros.launcher",
+            "tofc_ros",
+            "replay.launch.xml",
+            f"bag:={bag}",
+            f"output_dir:={tmp_path / 'out'}",
+            "rate:=4",
+            f"namespace:={ns}",
+            "storage:=sqlite3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "## Replay report" in out and f"| questions answered | {n}/{n} |" in out, out

@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tofc_ros.eval.replay import (REPORT_FILES, ReplayLog, build_report, is_correct, load_questions_file,
-                                  markdown_summary, normalise, questions_for, sidecar_path, write_questions_file,
-                                  write_report)
+from tofc_ros.eval.replay import (
+    REPORT_FILES,
+    ReplayLog,
+    build_report,
+    is_correct,
+    load_questions_file,
+    markdown_summary,
+    normalise,
+    questions_for,
+    sidecar_path,
+    write_questions_file,
+    write_report,
+)
 from tofc_ros.eval.replay.bags import BagQuestion, Frame, ReplayBag
 from tofc_ros.eval.replay.messages import answer_cdr, answer_record, features_cdr, features_frame
 from tofc_ros.pipeline.records import AnswerRecord, Status
@@ -25,33 +35,50 @@ def test_normalise_and_exact_match():
 
 def test_questions_file_with_ground_truth_and_questions(tmp_path):
     path = tmp_path / "q.jsonl"
-    write_questions_file(path, [{"question_id": "a", "answer": "red"},
-                                {"question_id": "b", "text": "What shape?", "image_stamp_ns": 7, "answer": ["circle",
-                                                                                                          "round"]},
-                                {"question_id": "c", "text": "What color?", "time_s": 0.25, "timeout_s": 2}])
+    write_questions_file(
+        path,
+        [
+            {"question_id": "a", "answer": "red"},
+            {"question_id": "b", "text": "What shape?", "image_stamp_ns": 7, "answer": ["circle", "round"]},
+            {"question_id": "c", "text": "What color?", "time_s": 0.25, "timeout_s": 2},
+        ],
+    )
     path.write_text("# comment\n\n" + path.read_text())
     qf = load_questions_file(path)
     assert qf.truth == {"a": ["red"], "b": ["circle", "round"]}
     assert [(q.question_id, q.image_stamp_ns, q.time_s, q.timeout_s) for q in qf.questions] == [
-        ("b", 7, None, 0.0), ("c", 0, 0.25, 2.0)]
-    bag = ReplayBag(tmp_path, "mcap", [Frame(1_000, "/c", "sensor_msgs/msg/Image", b"", 7),
-                                       Frame(2_000_000_000, "/c", "sensor_msgs/msg/Image", b"", 8)],
-                    [BagQuestion(5, "bagq", "x")], "/c", "/q")
+        ("b", 7, None, 0.0),
+        ("c", 0, 0.25, 2.0),
+    ]
+    bag = ReplayBag(
+        tmp_path,
+        "mcap",
+        [
+            Frame(1_000, "/c", "sensor_msgs/msg/Image", b"", 7),
+            Frame(2_000_000_000, "/c", "sensor_msgs/msg/Image", b"", 8),
+        ],
+        [BagQuestion(5, "bagq", "x")],
+        "/c",
+        "/q",
+    )
     asked = questions_for(bag, qf)  # the file's questions replace the bag's
     assert [(q.question_id, q.t_ns) for q in asked] == [("b", 1_000 + 1_000_000), ("c", 5 + 250_000_000)]
     assert questions_for(bag, None) == bag.questions
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("not json", "not JSON"),
-    ("[1]", "expected a JSON object"),
-    ('{"question_id": "a"}', "needs 'text'"),
-    ('{"question_id": "", "answer": "x"}', "question_id must be a non-empty string"),
-    ('{"question_id": "a", "answer": 3}', "answer must be a string"),
-    ('{"question_id": "a", "text": "x", "colour": 1}', "unknown keys ['colour']"),
-    ('{"question_id": "a", "text": "x", "image_stamp_ns": -1}', "must not be negative"),
-    ('{"question_id": "a", "answer": "x", "time_s": 1}', "given without 'text'"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("not json", "not JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"question_id": "a"}', "needs 'text'"),
+        ('{"question_id": "", "answer": "x"}', "question_id must be a non-empty string"),
+        ('{"question_id": "a", "answer": 3}', "answer must be a string"),
+        ('{"question_id": "a", "text": "x", "colour": 1}', "unknown keys ['colour']"),
+        ('{"question_id": "a", "text": "x", "image_stamp_ns": -1}', "must not be negative"),
+        ('{"question_id": "a", "answer": "x", "time_s": 1}', "given without 'text'"),
+    ],
+)
 def test_questions_file_errors_name_the_line(tmp_path, line, fragment):
     path = tmp_path / "q.jsonl"
     path.write_text('{"question_id": "ok", "answer": "y"}\n' + line + "\n")
@@ -77,18 +104,37 @@ def test_sidecar_path(tmp_path):
 def _log() -> ReplayLog:
     log = ReplayLog(meta={"bag": "b.mcap", "storage": "mcap", "mode": "timed", "rate": 2.0, "duration_s": 3.0})
     log.truth = {"q0": ["red"], "q1": ["circle"], "q2": ["blue"]}
-    specs = [("q0", "OK", "Red.", 300, 10.0), ("q1", "OK", "square", 500, 20.0),
-             ("q2", "NO_FRAME", "", 0, 5000.0), ("q3", None, "", 0, 0.0)]
+    specs = [
+        ("q0", "OK", "Red.", 300, 10.0),
+        ("q1", "OK", "square", 500, 20.0),
+        ("q2", "NO_FRAME", "", 0, 5000.0),
+        ("q3", None, "", 0, 0.0),
+    ]
     for i, (qid, status, text, size, total) in enumerate(specs):
         log.asked.append((BagQuestion(i, qid, f"question {i}?", "front", 7), 0.1 * i))
         if status:
-            rec = answer_record(answer_cdr(AnswerRecord(
-                qid, Status[status], text=text, payload_bytes=size, device_ms=1.0, transfer_ms=2.0, wait_ms=3.0,
-                server_ms=4.0, total_ms=total, error="" if status == "OK" else "no frame")))
+            rec = answer_record(
+                answer_cdr(
+                    AnswerRecord(
+                        qid,
+                        Status[status],
+                        text=text,
+                        payload_bytes=size,
+                        device_ms=1.0,
+                        transfer_ms=2.0,
+                        wait_ms=3.0,
+                        server_ms=4.0,
+                        total_ms=total,
+                        error="" if status == "OK" else "no frame",
+                    )
+                )
+            )
             log.answers[qid] = (rec, 0.1 * i + total / 1000)
     log.frames = [(7, 0.0), (8, 0.5), (9, 1.0)]
-    log.features = [(features_frame(features_cdr("cam", "front", 7, 0, "x", bytes(300))), 0.01),
-                    (features_frame(features_cdr("cam", "front", 9, 1, "x", bytes(500))), 1.01)]
+    log.features = [
+        (features_frame(features_cdr("cam", "front", 7, 0, "x", bytes(300))), 0.01),
+        (features_frame(features_cdr("cam", "front", 9, 1, "x", bytes(500))), 1.01),
+    ]
     return log
 
 
@@ -134,11 +180,18 @@ def test_report_without_answers_or_ground_truth(tmp_path):
 
 
 def test_answer_and_features_messages_round_trip_through_cdr():
-    rec = AnswerRecord("q", Status.MODEL_MISMATCH, "other weights", "", "front", 5, "tofc/1", 99, 1.5, 2.5, 3.5,
-                       4.5, 12.0)
+    rec = AnswerRecord(
+        "q", Status.MODEL_MISMATCH, "other weights", "", "front", 5, "tofc/1", 99, 1.5, 2.5, 3.5, 4.5, 12.0
+    )
     assert answer_record(answer_cdr(rec, stamp=3)) == rec
-    frame = features_frame(features_cdr("cam", "front", 11, 4, "tofc/1", b"abc", device_ms=2.0, sent=9),
-                           arrival_ns=20, keep_payload=True)
-    assert (frame.camera, frame.stamp_ns, frame.sequence, frame.format, frame.payload) == ("front", 11, 4, "tofc/1",
-                                                                                          b"abc")
+    frame = features_frame(
+        features_cdr("cam", "front", 11, 4, "tofc/1", b"abc", device_ms=2.0, sent=9), arrival_ns=20, keep_payload=True
+    )
+    assert (frame.camera, frame.stamp_ns, frame.sequence, frame.format, frame.payload) == (
+        "front",
+        11,
+        4,
+        "tofc/1",
+        b"abc",
+    )
     assert (frame.payload_size, frame.device_ms, frame.sent_ns, frame.arrival_ns) == (3, 2.0, 9, 20)

@@ -39,8 +39,7 @@ def test_frames_go_before_questions_recorded_at_the_same_time():
 
 
 def test_fast_mode_waits_for_each_frames_features_and_each_questions_answer():
-    s = ReplaySchedule(frames(1.0, 2.0), questions(1.5, 2.5), mode="fast", frame_timeout_s=2.0,
-                       answer_timeout_s=5.0)
+    s = ReplaySchedule(frames(1.0, 2.0), questions(1.5, 2.5), mode="fast", frame_timeout_s=2.0, answer_timeout_s=5.0)
     assert names(s.due(0.0)) == ["f1"]
     assert s.due(0.5) == []  # no features yet
     s.features_seen(1 * S + 7)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-from conftest import wait_for
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
+
+from conftest import wait_for
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -32,9 +34,20 @@ def _question() -> Question:
 
 
 def _answer() -> Answer:
-    a = Answer(question_id="q-1", status=Answer.STATUS_MODEL_MISMATCH, error="fingerprint differs", text="",
-               camera="front", format="tofc/1", payload_bytes=4242, device_ms=1.0, transfer_ms=2.0, wait_ms=3.0,
-               server_ms=4.0, total_ms=10.0)
+    a = Answer(
+        question_id="q-1",
+        status=Answer.STATUS_MODEL_MISMATCH,
+        error="fingerprint differs",
+        text="",
+        camera="front",
+        format="tofc/1",
+        payload_bytes=4242,
+        device_ms=1.0,
+        transfer_ms=2.0,
+        wait_ms=3.0,
+        server_ms=4.0,
+        total_ms=10.0,
+    )
     a.image_stamp.sec = 99
     return a
 
@@ -55,8 +68,11 @@ def test_every_field_survives_a_round_trip_between_nodes(ros):
     sender = ros.add(ros_node(ros, "sender"))
     receiver = ros.add(ros_node(ros, "receiver"))
     got = {}
-    for msg_type, topic, make in ((CompressedFeatures, "features", _features), (Question, "questions", _question),
-                                  (Answer, "answers", _answer)):
+    for msg_type, topic, make in (
+        (CompressedFeatures, "features", _features),
+        (Question, "questions", _question),
+        (Answer, "answers", _answer),
+    ):
         receiver.create_subscription(msg_type, topic, lambda m, t=topic: got.setdefault(t, m), RELIABLE)
         pub = sender.create_publisher(msg_type, topic, RELIABLE)
         wait_for(lambda p=pub: p.get_subscription_count() > 0)
@@ -70,17 +86,26 @@ def test_the_status_enum_mirrors_the_answer_constants_one_to_one():
     from tofc_ros.eval.replay.typestore import ANSWER, typestore
     from tofc_ros.pipeline.records import Status
 
-    generated = {k[len("STATUS_"):]: v for k, v in vars(Answer).items() if k.startswith("STATUS_")}
+    generated = {k[len("STATUS_") :]: v for k, v in vars(Answer).items() if k.startswith("STATUS_")}
     assert generated == {s.name: s.value for s in Status}
     bag_type = typestore().types[ANSWER]  # the rosbags view of the same .msg file
-    assert {k[len("STATUS_"):]: getattr(bag_type, k) for k in dir(bag_type) if k.startswith("STATUS_")} == generated
+    assert {k[len("STATUS_") :]: getattr(bag_type, k) for k in dir(bag_type) if k.startswith("STATUS_")} == generated
 
 
 def test_compressed_features_carries_routing_and_timing_only():
     # Everything else a decoder needs is in the payload (the frame contract): no second copy to disagree with.
     assert set(CompressedFeatures.get_fields_and_field_types()) == {
-        "header", "camera", "sequence", "format", "payload", "vision_ms", "merge_ms", "encode_ms", "device_ms",
-        "sent"}
+        "header",
+        "camera",
+        "sequence",
+        "format",
+        "payload",
+        "vision_ms",
+        "merge_ms",
+        "encode_ms",
+        "device_ms",
+        "sent",
+    }
 
 
 def ros_node(ros, name):

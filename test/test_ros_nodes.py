@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_for
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.codec import load_codec, peek_header
 from tofc_ros.config import DeviceConfig, ServerConfig
 from tofc_ros.nodes.demo_client import synthetic_frame
@@ -27,6 +26,8 @@ from tofc_ros.nodes.server_node import ServerNode
 from tofc_ros.pipeline.answerer import PlaceholderAnswerer
 from tofc_ros.pipeline.decoder import FrameDecoder
 from tofc_ros.pipeline.encoder import ImageEncoder
+
+from conftest import wait_for
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -83,10 +84,12 @@ def _overrides(**values):
 
 @pytest.fixture
 def graph(ros):
-    device = ros.add(DeviceNode(context=ros.context, parameter_overrides=_overrides(
-        max_rate_hz=50.0, codec="placeholder-zstd")))
-    server = ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(
-        default_timeout_s=3.0, answerer="placeholder")))
+    device = ros.add(
+        DeviceNode(context=ros.context, parameter_overrides=_overrides(max_rate_hz=50.0, codec="placeholder-zstd"))
+    )
+    server = ros.add(
+        ServerNode(context=ros.context, parameter_overrides=_overrides(default_timeout_s=3.0, answerer="placeholder"))
+    )
     client = Client(ros)
     wait_for(lambda: device._subs["front"].get_publisher_count() > 0 and client.questions.get_subscription_count() > 0)
     return device, server, client
@@ -127,11 +130,14 @@ def test_malformed_and_foreign_payloads_get_their_status_and_the_server_goes_on(
     _, server, client = graph
     good = PLACEHOLDER.encode(synthetic_frame(0, 4, 4))
     v1 = good[:4] + b"\x01" + good[5:]
-    cases = {7: (b"garbage" * 20, "placeholder-zstd/1"), 8: (b"", "placeholder-zstd/1"),
-             9: (good, "fp16/1"),  # the message's format disagrees with its payload
-             10: (v1, "placeholder-zstd/1"),
-             11: (load_codec("jpeg").encode(synthetic_frame(0, 4, 4)), "jpeg/1"),  # a format this server lacks
-             12: (load_codec("rgb8").encode(synthetic_frame(0, 4, 4)), "rgb8/1")}
+    cases = {
+        7: (b"garbage" * 20, "placeholder-zstd/1"),
+        8: (b"", "placeholder-zstd/1"),
+        9: (good, "fp16/1"),  # the message's format disagrees with its payload
+        10: (v1, "placeholder-zstd/1"),
+        11: (load_codec("jpeg").encode(synthetic_frame(0, 4, 4)), "jpeg/1"),  # a format this server lacks
+        12: (load_codec("rgb8").encode(synthetic_frame(0, 4, 4)), "rgb8/1"),
+    }
     for sec, (payload, fmt) in cases.items():
         client.send_features(payload, sec, fmt)
         wait_for(lambda s=sec: server.core._pairing.cache.get("front", s * 1_000_000_000))
@@ -152,8 +158,9 @@ def test_malformed_and_foreign_payloads_get_their_status_and_the_server_goes_on(
 
 
 def test_an_oversize_payload_is_refused_unread(ros):
-    server = ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(
-        answerer="placeholder", max_payload_bytes=100)))
+    server = ros.add(
+        ServerNode(context=ros.context, parameter_overrides=_overrides(answerer="placeholder", max_payload_bytes=100))
+    )
     client = Client(ros)
     wait_for(lambda: client.questions.get_subscription_count() > 0 and server.count_publishers("features") > 0)
     client.send_features(PLACEHOLDER.encode(synthetic_frame(0, 40, 40)), sec=3)
@@ -177,8 +184,13 @@ class GatedAnswerer(PlaceholderAnswerer):
 
 def test_bad_requests_and_busy_each_get_one_answer(ros):
     answerer = GatedAnswerer()
-    server = ros.add(ServerNode(server=(FrameDecoder(accept_images=True), answerer), context=ros.context,
-                                parameter_overrides=_overrides(queue_size=2, default_timeout_s=30.0)))
+    server = ros.add(
+        ServerNode(
+            server=(FrameDecoder(accept_images=True), answerer),
+            context=ros.context,
+            parameter_overrides=_overrides(queue_size=2, default_timeout_s=30.0),
+        )
+    )
     client = Client(ros)
     wait_for(lambda: client.questions.get_subscription_count() > 0 and server.count_publishers("features") > 0)
     client.send_features(PLACEHOLDER.encode(synthetic_frame(0, 4, 4)), sec=1)
@@ -197,21 +209,25 @@ def test_bad_requests_and_busy_each_get_one_answer(ros):
     assert client.duplicates == []
 
 
-@pytest.mark.parametrize("node_cls, overrides, fragment", [
-    (DeviceNode, {"max_rate_hz": 0.0}, "max_rate_hz"),
-    (DeviceNode, {"zstd_level": 99}, "zstd_level"),
-    (DeviceNode, {"image_format": "h264"}, "image_format"),
-    (DeviceNode, {"max_rate_hz": "fast"}, "max_rate_hz"),
-    (ServerNode, {"queue_size": 0}, "queue_size"),
-    (ServerNode, {"features_qos_reliability": "sometimes"}, "features_qos_reliability"),
-])
+@pytest.mark.parametrize(
+    "node_cls, overrides, fragment",
+    [
+        (DeviceNode, {"max_rate_hz": 0.0}, "max_rate_hz"),
+        (DeviceNode, {"zstd_level": 99}, "zstd_level"),
+        (DeviceNode, {"image_format": "h264"}, "image_format"),
+        (DeviceNode, {"max_rate_hz": "fast"}, "max_rate_hz"),
+        (ServerNode, {"queue_size": 0}, "queue_size"),
+        (ServerNode, {"features_qos_reliability": "sometimes"}, "features_qos_reliability"),
+    ],
+)
 def test_bad_parameter_values_are_refused_with_a_clear_error(ros, node_cls, overrides, fragment):
     with pytest.raises(ParameterError, match=fragment):
         node_cls(context=ros.context, parameter_overrides=_overrides(**overrides))
 
 
-@pytest.mark.parametrize("node_cls, config_cls, name", [
-    (DeviceNode, DeviceConfig, "device"), (ServerNode, ServerConfig, "server")])
+@pytest.mark.parametrize(
+    "node_cls, config_cls, name", [(DeviceNode, DeviceConfig, "device"), (ServerNode, ServerConfig, "server")]
+)
 def test_parameter_files_load_into_the_node(ros, node_cls, config_cls, name):
     path = CONFIG / f"{name}.yaml"
     node = ros.add(node_cls(context=ros.context, cli_args=["--ros-args", "--params-file", str(path)]))
@@ -222,9 +238,11 @@ def test_parameter_files_load_into_the_node(ros, node_cls, config_cls, name):
 
 def test_a_params_file_overrides_defaults_by_node_name(ros, tmp_path):
     path = tmp_path / "server.yaml"
-    path.write_text("/**:\n  ros__parameters:\n    queue_size: 3\n    default_timeout_s: 2\n"
-                    "server_node:\n  ros__parameters:\n    cache_size: 5\n"
-                    "other_node:\n  ros__parameters:\n    cache_size: 99\n")
+    path.write_text(
+        "/**:\n  ros__parameters:\n    queue_size: 3\n    default_timeout_s: 2\n"
+        "server_node:\n  ros__parameters:\n    cache_size: 5\n"
+        "other_node:\n  ros__parameters:\n    cache_size: 99\n"
+    )
     node = ros.add(ServerNode(context=ros.context, cli_args=["--ros-args", "--params-file", str(path)]))
     assert (node.config.queue_size, node.config.default_timeout_s, node.config.cache_size) == (3, 2.0, 5)
     assert node.config != ServerConfig()
@@ -234,8 +252,9 @@ def test_tofc_graph_answers_with_the_model(ros, tiny_model_dir, tiny_codec_path)
     """Camera frame → vision tower → DPC-KNN → TOFC bitstream → server decode → projector → LLM → Answer."""
     model = dict(model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path))
     ros.add(DeviceNode(context=ros.context, parameter_overrides=_overrides(codec="tofc", n_clusters=8, **model)))
-    ros.add(ServerNode(context=ros.context, parameter_overrides=_overrides(answerer="model", max_new_tokens=3,
-                                                                           **model)))
+    ros.add(
+        ServerNode(context=ros.context, parameter_overrides=_overrides(answerer="model", max_new_tokens=3, **model))
+    )
     client = Client(ros)
     wait_for(lambda: client.images.get_subscription_count() and client.questions.get_subscription_count())
     client.image(synthetic_frame(0, 64, 64), sec=42)
@@ -274,8 +293,9 @@ class GatedEncoder(ImageEncoder):
 
 def test_a_fast_camera_and_a_slow_encoder_keep_only_the_newest_frame(ros):
     encoder = GatedEncoder()
-    device = ros.add(DeviceNode(encoder=encoder, context=ros.context,
-                                parameter_overrides=_overrides(max_rate_hz=100.0)))
+    device = ros.add(
+        DeviceNode(encoder=encoder, context=ros.context, parameter_overrides=_overrides(max_rate_hz=100.0))
+    )
     client = Client(ros)
     wait_for(lambda: device._subs["front"].get_publisher_count() > 0)
     client.image(synthetic_frame(1, 72, 128), sec=1000)
@@ -307,8 +327,9 @@ def test_the_device_worker_survives_any_failure(ros):
                 raise RuntimeError("encoder exploded")
             return super().encode(rgb)
 
-    device = ros.add(DeviceNode(encoder=Failing(), context=ros.context,
-                                parameter_overrides=_overrides(max_rate_hz=100.0)))
+    device = ros.add(
+        DeviceNode(encoder=Failing(), context=ros.context, parameter_overrides=_overrides(max_rate_hz=100.0))
+    )
     client = Client(ros)
     wait_for(lambda: device._subs["front"].get_publisher_count() > 0)
     client.image(synthetic_frame(0, 8, 8), sec=1)

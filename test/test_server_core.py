@@ -46,14 +46,37 @@ class Answerer:
         return f"{frame.decode()}:{question}"
 
 
-def frame(stamp_ms: int, camera: str = "front", payload: bytes = b"px", sent_ms: int = 0, arrival_ms: int = 0,
-          refusal: str = "") -> ReceivedFrame:
-    return ReceivedFrame(camera, stamp_ms * MS, 0, "placeholder-zstd/1", payload, len(payload), refusal, 7.5,
-                         sent_ms * MS, arrival_ms * MS)
+def frame(
+    stamp_ms: int,
+    camera: str = "front",
+    payload: bytes = b"px",
+    sent_ms: int = 0,
+    arrival_ms: int = 0,
+    refusal: str = "",
+) -> ReceivedFrame:
+    return ReceivedFrame(
+        camera,
+        stamp_ms * MS,
+        0,
+        "placeholder-zstd/1",
+        payload,
+        len(payload),
+        refusal,
+        7.5,
+        sent_ms * MS,
+        arrival_ms * MS,
+    )
 
 
-def request(qid: str, clock: FakeClock, stamp_ms: int = 0, timeout_ms: int = 500, asked_ms: int = 0,
-            camera: str = "front", text: str = "q?") -> Request:
+def request(
+    qid: str,
+    clock: FakeClock,
+    stamp_ms: int = 0,
+    timeout_ms: int = 500,
+    asked_ms: int = 0,
+    camera: str = "front",
+    text: str = "q?",
+) -> Request:
     return Request(qid, text, camera, stamp_ms * MS, asked_ms * MS, clock(), clock() + timeout_ms * MS)
 
 
@@ -132,13 +155,18 @@ def test_a_duplicate_waiting_id_and_a_camera_too_many_are_refused():
     assert err.value.status == Status.BAD_REQUEST
 
 
-@pytest.mark.parametrize("error, status", [(DecodeError("bad crc"), Status.DECODE_ERROR),
-                                           (ModelMismatch("other weights"), Status.MODEL_MISMATCH),
-                                           (RuntimeError("boom"), Status.INTERNAL_ERROR)])
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (DecodeError("bad crc"), Status.DECODE_ERROR),
+        (ModelMismatch("other weights"), Status.MODEL_MISMATCH),
+        (RuntimeError("boom"), Status.INTERNAL_ERROR),
+    ],
+)
 def test_every_failure_of_decode_or_answer_is_one_answer_with_its_status(error, status):
     for stage in ("decode", "answer"):
         core, clock, decoder, answerer = make()
-        setattr(decoder if stage == "decode" else answerer, "error", error)
+        (decoder if stage == "decode" else answerer).error = error
         core.add_frame(frame(1))
         rec = core.run(core.ask(request("q", clock, stamp_ms=1)))
         assert rec.status == status and str(error) in rec.error and core.in_flight == 0
@@ -165,8 +193,10 @@ def test_shutdown_answers_every_question_exactly_once():
     queued = core.ask(request("queued", clock, stamp_ms=1))
     core.ask(request("waiting", clock, stamp_ms=2))
     records = [core.abandon(queued, "server shutting down"), *core.drain()]
-    assert sorted((r.question_id, r.status) for r in records) == [("queued", Status.TIMEOUT),
-                                                                  ("waiting", Status.TIMEOUT)]
+    assert sorted((r.question_id, r.status) for r in records) == [
+        ("queued", Status.TIMEOUT),
+        ("waiting", Status.TIMEOUT),
+    ]
     assert core.in_flight == 0 and core.waiting == 0 and core.drain() == []
 
 

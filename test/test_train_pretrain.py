@@ -1,14 +1,15 @@
 """Pre-training path: the shared-prefix LM pass equals ServerHalf.logits, the training vision path equals the device
-half, the fast pixel path equals the processor, and a few pre-training steps lower the loss and save a loadable model."""
+half, the fast pixel path equals the processor, and a few pre-training steps lower the loss and save a loadable
+model."""
 
 import json
 
 import pytest
 import torch
 
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.common import PixelPath
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.train.pretrain import (
     MergedStageConfig,
     PretrainConfig,
@@ -18,8 +19,17 @@ from tofc_ros.train.pretrain import (
     vision_batch,
 )
 
-TINY = TinyModelConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_hidden=32,
-                       text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64)
+TINY = TinyModelConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_mlp=64,
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    text_kv_heads=1,
+    text_mlp=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +78,17 @@ def test_shared_prefix_logits_equal_one_pass_per_question(model, n_per_tile):
 
 
 def test_few_steps_lower_the_loss_and_save_a_loadable_model(tmp_path):
-    cfg = PretrainConfig(model=TINY, epochs=8.0, train_limit=8, batch_images=1, lr=5e-3, warmup_steps=1,
-                         log_every=1, eval_limit=5, threads=1)
+    cfg = PretrainConfig(
+        model=TINY,
+        epochs=8.0,
+        train_limit=8,
+        batch_images=1,
+        lr=5e-3,
+        warmup_steps=1,
+        log_every=1,
+        eval_limit=5,
+        threads=1,
+    )
     summary = pretrain(cfg, tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
     assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
@@ -92,8 +111,9 @@ def test_vision_pretraining_trains_the_tower_only_and_learns_its_batch():
     shape, colour = object_labels(items)
     assert shape.shape == colour.shape == (8,) and int((colour >= 0).sum()) >= 6
     before = {k: v.clone() for k, v in m.model.state_dict().items()}
-    cfg = VisionPretrainConfig(steps=12, batch_images=8, lr=5e-3, warmup_steps=1, hflip=False, log_every=4,
-                               eval_images=8)
+    cfg = VisionPretrainConfig(
+        steps=12, batch_images=8, lr=5e-3, warmup_steps=1, hflip=False, log_every=4, eval_images=8
+    )
 
     class Log(list):
         def write(self, **row):
@@ -113,9 +133,21 @@ def test_vision_pretraining_trains_the_tower_only_and_learns_its_batch():
 def test_frozen_tower_from_another_model_and_merged_tokens(tmp_path):
     source = build_tiny_ov(TINY, seed=7)
     source.save(tmp_path / "source")
-    cfg = PretrainConfig(model=TINY, epochs=4.0, train_limit=8, batch_images=1, lr=5e-3, warmup_steps=1,
-                         log_every=1, eval_limit=5, threads=1, vision_from=str(tmp_path / "source"),
-                         train_vision=False, merge="dpc_knn", n_c=4)
+    cfg = PretrainConfig(
+        model=TINY,
+        epochs=4.0,
+        train_limit=8,
+        batch_images=1,
+        lr=5e-3,
+        warmup_steps=1,
+        log_every=1,
+        eval_limit=5,
+        threads=1,
+        vision_from=str(tmp_path / "source"),
+        train_vision=False,
+        merge="dpc_knn",
+        n_c=4,
+    )
     summary = pretrain(cfg, tmp_path / "out", progress=False)
     assert summary["test_merged"]["questions"] == 5 and summary["test_merged"]["n_c"] == 4
     from tofc_ros.train.llava import TrainableLlava
@@ -130,9 +162,19 @@ def test_frozen_tower_from_another_model_and_merged_tokens(tmp_path):
 
 
 def test_merged_stage_then_full_tokens_with_counterfactual_questions(tmp_path):
-    cfg = PretrainConfig(model=TINY, epochs=1.0, train_limit=24, batch_images=2, lr=5e-3, warmup_steps=1,
-                         log_every=1, eval_limit=5, threads=1, yes_no_match_rate=0.5,
-                         merged_stage=MergedStageConfig(epochs=2.0, merge="dpc_knn", n_c=4))
+    cfg = PretrainConfig(
+        model=TINY,
+        epochs=1.0,
+        train_limit=24,
+        batch_images=2,
+        lr=5e-3,
+        warmup_steps=1,
+        log_every=1,
+        eval_limit=5,
+        threads=1,
+        yes_no_match_rate=0.5,
+        merged_stage=MergedStageConfig(epochs=2.0, merge="dpc_knn", n_c=4),
+    )
     assert len(load_split("train", 24)) == 3  # 3 images: 2 steps an epoch
     summary = pretrain(cfg, tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]

@@ -10,8 +10,17 @@ from tofc_ros.train.common import exp_temperature, load_config
 from tofc_ros.train.pretrain import TinyModelConfig, build_tiny_ov
 from tofc_ros.train.tofc import TofcTrainConfig, TofcTrainer, expand_sweep
 
-TINY = TinyModelConfig(vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_hidden=32,
-                       text_layers=1, text_heads=2, text_kv_heads=1, text_mlp=64)
+TINY = TinyModelConfig(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    vision_mlp=64,
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    text_kv_heads=1,
+    text_mlp=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +31,22 @@ def tiny_dir(tmp_path_factory):
 
 
 def _cfg(tiny_dir, out, **kw):
-    base = dict(model=str(tiny_dir), out=str(out), steps=4, batch_images=1, train_limit=20, lam=1e-3, n_c=4,
-                threads=1, log_every=1, checkpoint_every=0, save_merged=False, warmup_steps=1,
-                codec={"n_e": 4}, lora={"r": 2})
+    base = dict(
+        model=str(tiny_dir),
+        out=str(out),
+        steps=4,
+        batch_images=1,
+        train_limit=20,
+        lam=1e-3,
+        n_c=4,
+        threads=1,
+        log_every=1,
+        checkpoint_every=0,
+        save_merged=False,
+        warmup_steps=1,
+        codec={"n_e": 4},
+        lora={"r": 2},
+    )
     base.update(kw)
     from tofc_ros.train.common import _from_dict
 
@@ -107,11 +129,15 @@ def test_run_exports_codec_and_resumes_data_order(tiny_dir, tmp_path):
 
 def test_sweep_expands_from_one_file(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("lam: 0.001\nn_c: 16\nsweep:\n  - {lam: 0.004}\n  - {n_c: 8, name: small}\n"
-                    "  - {codec: {n_e: 1}, name: one}\n")
+    path.write_text(
+        "lam: 0.001\nn_c: 16\nsweep:\n  - {lam: 0.004}\n  - {n_c: 8, name: small}\n  - {codec: {n_e: 1}, name: one}\n"
+    )
     runs = expand_sweep(load_config(TofcTrainConfig, path))
     assert [(r.name, r.lam, r.n_c, r.codec.n_e) for r in runs] == [
-        ("nc16_lam0.004", 0.004, 16, 16), ("small", 0.001, 8, 16), ("one", 0.001, 16, 1)]
+        ("nc16_lam0.004", 0.004, 16, 16),
+        ("small", 0.001, 8, 16),
+        ("one", 0.001, 16, 1),
+    ]
     with pytest.raises(ValueError):
         load_config(TofcTrainConfig, None, ["lamda=1"])
     assert math.isclose(load_config(TofcTrainConfig, path, ["lam=2e-3"]).lam, 2e-3)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import wait_for
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from tofc_msgs.msg import CompressedFeatures
 
+from tofc_msgs.msg import CompressedFeatures
 from tofc_ros.nodes.parameters import qos
 from tofc_ros.nodes.uplink_node import UplinkNode
 from tofc_ros.pipeline.uplink import Link
+
+from conftest import wait_for
 
 
 def test_link_serialises_messages_and_bounds_the_backlog():
@@ -26,8 +27,12 @@ def test_link_serialises_messages_and_bounds_the_backlog():
 
 
 def test_relay_delays_by_size_over_rate_plus_latency(ros):
-    ros.add(UplinkNode(context=ros.context, parameter_overrides=[
-        Parameter("rate_mbps", value=0.4), Parameter("latency_ms", value=100)]))
+    ros.add(
+        UplinkNode(
+            context=ros.context,
+            parameter_overrides=[Parameter("rate_mbps", value=0.4), Parameter("latency_ms", value=100)],
+        )
+    )
     probe = ros.add(Node("uplink_probe", context=ros.context))
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub = probe.create_publisher(CompressedFeatures, "features_in", qos)
@@ -49,8 +54,12 @@ def test_relay_delays_by_size_over_rate_plus_latency(ros):
 
 @pytest.mark.parametrize("device_reliability", ["reliable", "best_effort"])
 def test_every_device_qos_reaches_the_far_side(ros, device_reliability):
-    ros.add(UplinkNode(context=ros.context, parameter_overrides=[Parameter("rate_mbps", value=100.0),
-                                                                 Parameter("latency_ms", value=0.0)]))
+    ros.add(
+        UplinkNode(
+            context=ros.context,
+            parameter_overrides=[Parameter("rate_mbps", value=100.0), Parameter("latency_ms", value=0.0)],
+        )
+    )
     probe = ros.add(Node("uplink_qos_probe", context=ros.context))
     pub = probe.create_publisher(CompressedFeatures, "features_in", qos(device_reliability, 10))
     got = []

@@ -8,26 +8,24 @@ exists; its share folder is ``<prefix>/share/<pkg>`` and ament_python puts its c
 
 import os
 import sys
-from typing import List, Mapping, Optional
-
+from collections.abc import Mapping
 
 
 class PackageNotFoundError(LookupError):
     """A package or one of its executables is not in the ament index of any prefix."""
 
 
-def prefixes(environ: Mapping[str, str]) -> List[str]:
+def prefixes(environ: Mapping[str, str]) -> list[str]:
     """AMENT_PREFIX_PATH in order, or this interpreter's prefix (a pip-installed venv) when unset."""
-    value = environ.get('AMENT_PREFIX_PATH')
+    value = environ.get("AMENT_PREFIX_PATH")
     if not value:
         return [sys.prefix]
     return [p for p in value.split(os.pathsep) if p]
 
 
-def package_prefix(package: str, environ: Mapping[str, str]) -> Optional[str]:
+def package_prefix(package: str, environ: Mapping[str, str]) -> str | None:
     for prefix in prefixes(environ):
-        if os.path.isfile(os.path.join(prefix, 'share', 'ament_index', 'resource_index', 'packages',
-                                       package)):
+        if os.path.isfile(os.path.join(prefix, "share", "ament_index", "resource_index", "packages", package)):
             return prefix
     return None
 
@@ -35,13 +33,12 @@ def package_prefix(package: str, environ: Mapping[str, str]) -> Optional[str]:
 def require_package_prefix(package: str, environ: Mapping[str, str]) -> str:
     prefix = package_prefix(package, environ)
     if prefix is None:
-        raise PackageNotFoundError(f"package '{package}' not found in the ament index of "
-                          f"{_searched(environ)}")
+        raise PackageNotFoundError(f"package '{package}' not found in the ament index of {_searched(environ)}")
     return prefix
 
 
 def package_share(package: str, environ: Mapping[str, str]) -> str:
-    return os.path.join(require_package_prefix(package, environ), 'share', package)
+    return os.path.join(require_package_prefix(package, environ), "share", package)
 
 
 def find_executable(package: str, executable: str, environ: Mapping[str, str]) -> str:
@@ -56,13 +53,15 @@ def find_executable(package: str, executable: str, environ: Mapping[str, str]) -
         candidates.append(own)
     candidates += [p for p in prefixes(environ) if p != own]
     for prefix in candidates:
-        path = os.path.join(prefix, 'lib', package, executable)
+        path = os.path.join(prefix, "lib", package, executable)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-    raise PackageNotFoundError(f"executable '{executable}' of package '{package}' not found: no executable "
-                      f"lib/{package}/{executable} in {_searched(environ)}")
+    raise PackageNotFoundError(
+        f"executable '{executable}' of package '{package}' not found: no executable "
+        f"lib/{package}/{executable} in {_searched(environ)}"
+    )
 
 
 def _searched(environ: Mapping[str, str]) -> str:
-    where = 'AMENT_PREFIX_PATH' if environ.get('AMENT_PREFIX_PATH') else 'sys.prefix'
+    where = "AMENT_PREFIX_PATH" if environ.get("AMENT_PREFIX_PATH") else "sys.prefix"
     return f"{where} ({os.pathsep.join(prefixes(environ))})"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -114,9 +115,7 @@ def _check(info: ParamInfo, value: Any) -> None:
             raise ValueError(f"parameter '{info.name}' lists a name twice: {list(value)}")
         return
     if type(value) is not expected:
-        raise ValueError(
-            f"parameter '{info.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise ValueError(f"parameter '{info.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
     if expected is float and not math.isfinite(value):
         raise ValueError(f"parameter '{info.name}' must be finite, got {value!r}")
     if info.low is not None and value < info.low:
@@ -132,24 +131,34 @@ class DeviceConfig(_Validated):
     """Parameters of the device (robot) node."""
 
     cameras: tuple = param(
-        ("front",), "Camera ids, each carried in its CompressedFeatures; one camera subscribes to `image`, several "
-        "to `<camera>/image` (remap them)")
+        ("front",),
+        "Camera ids, each carried in its CompressedFeatures; one camera subscribes to `image`, several "
+        "to `<camera>/image` (remap them)",
+    )
     mode: str = param(
-        "continuous", "'continuous': encode each camera's newest frame at most max_rate_hz times a second; "
+        "continuous",
+        "'continuous': encode each camera's newest frame at most max_rate_hz times a second; "
         "'on_demand': encode only the frame nearest a question's image_stamp (questions arrive on `questions`)",
-        choices=("continuous", "on_demand"))
-    on_demand_history: int = param(10, "On-demand mode: recent frames kept per camera to choose from", low=1,
-                                   high=1000)
+        choices=("continuous", "on_demand"),
+    )
+    on_demand_history: int = param(10, "On-demand mode: recent frames kept per camera to choose from", low=1, high=1000)
     stamp_tolerance_s: float = param(
-        0.05, "On-demand mode: largest gap between a question's image_stamp and the frame encoded for it", low=0.0,
-        high=3600.0)
+        0.05,
+        "On-demand mode: largest gap between a question's image_stamp and the frame encoded for it",
+        low=0.0,
+        high=3600.0,
+    )
     image_format: str = param(
         "raw",
         "Camera message type: 'raw' = sensor_msgs/Image, 'compressed' = sensor_msgs/CompressedImage (JPEG/PNG)",
         choices=("raw", "compressed"),
     )
-    max_rate_hz: float = param(1.0, "Continuous mode: most feature messages per second and camera (the newest frame "
-                               "is encoded)", low=0.01, high=240.0)
+    max_rate_hz: float = param(
+        1.0,
+        "Continuous mode: most feature messages per second and camera (the newest frame is encoded)",
+        low=0.01,
+        high=240.0,
+    )
     frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
     codec: str = param(
         "tofc",
@@ -158,11 +167,14 @@ class DeviceConfig(_Validated):
         "(zstd pixels, answered without a model)",
         choices=_CODECS,
     )
-    model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
-                            "only its vision tower is loaded")
+    model_path: str = param(
+        _DEFAULT_MODEL,
+        "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; only its vision tower is loaded",
+    )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights (.safetensors) for codec 'tofc'")
-    n_clusters: int = param(16, "Merged features per tile (DPC-KNN n_c); 0 sends every token unmerged", low=0,
-                            high=4096)
+    n_clusters: int = param(
+        16, "Merged features per tile (DPC-KNN n_c); 0 sends every token unmerged", low=0, high=4096
+    )
     dpc_k: int = param(5, "DPC-KNN neighbours K for the local density", low=1, high=64)
     quant_bits: int = param(8, "Bits per value of the 'quant-zstd' baseline", low=1, high=16)
     image_quality: int = param(85, "Quality of the 'jpeg' and 'webp' baselines", low=1, high=100)
@@ -170,7 +182,9 @@ class DeviceConfig(_Validated):
     device: str = param("cpu", "Torch device of the vision tower and codec ('cpu', 'cuda', 'cuda:1')")
     dtype: str = param("fp32", "Vision tower precision", choices=_DTYPES)
     max_image_pixels: int = param(
-        33_554_432, "Largest accepted image (width x height); larger frames are refused, not allocated", low=1,
+        33_554_432,
+        "Largest accepted image (width x height); larger frames are refused, not allocated",
+        low=1,
         high=1 << 30,
     )
     image_qos_reliability: str = param(
@@ -179,8 +193,9 @@ class DeviceConfig(_Validated):
     image_qos_depth: int = param(1, "Camera subscription depth: 1 keeps only the newest frame", low=1, high=1000)
     features_qos_reliability: str = param("reliable", "Features publisher reliability", choices=_RELIABILITY)
     features_qos_depth: int = param(10, "Features publisher depth", low=1, high=1000)
-    questions_qos_reliability: str = param("reliable", "On-demand mode: questions subscription reliability",
-                                           choices=_RELIABILITY)
+    questions_qos_reliability: str = param(
+        "reliable", "On-demand mode: questions subscription reliability", choices=_RELIABILITY
+    )
     questions_qos_depth: int = param(100, "On-demand mode: questions subscription depth", low=1, high=100_000)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
 
@@ -191,32 +206,48 @@ class ServerConfig(_Validated):
 
     default_camera: str = param("front", "Camera used when a question leaves `camera` empty")
     answerer: str = param(
-        "model", "'model': decode and answer with the LLaVA server half; 'placeholder': describe "
-        "placeholder-zstd frames without any model", choices=("model", "placeholder"))
-    model_path: str = param(_DEFAULT_MODEL, "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
-                            "the vision tower is loaded only with load_vision")
+        "model",
+        "'model': decode and answer with the LLaVA server half; 'placeholder': describe "
+        "placeholder-zstd frames without any model",
+        choices=("model", "placeholder"),
+    )
+    model_path: str = param(
+        _DEFAULT_MODEL,
+        "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; "
+        "the vision tower is loaded only with load_vision",
+    )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights accepted (empty: feature/image baselines only)")
     load_vision: bool = param(False, "Also load the vision tower, to answer JPEG/WebP image payloads")
     max_new_tokens: int = param(16, "Longest answer in tokens", low=1, high=4096)
     device: str = param("cpu", "Torch device of the model ('cpu', 'cuda', 'cuda:1')")
     dtype: str = param("fp32", "Model precision", choices=_DTYPES)
     stamp_tolerance_s: float = param(
-        0.0, "Largest gap between a question's image_stamp and a cached frame's stamp that still pairs them "
-        "(0: exact; on-demand devices need about one frame period)", low=0.0, high=3600.0)
+        0.0,
+        "Largest gap between a question's image_stamp and a cached frame's stamp that still pairs them "
+        "(0: exact; on-demand devices need about one frame period)",
+        low=0.0,
+        high=3600.0,
+    )
     cache_size: int = param(30, "Feature messages kept per camera (the newest ones)", low=1, high=100_000)
-    max_cameras: int = param(64, "Most cameras tracked at once; features from further cameras are refused", low=1,
-                             high=10_000)
+    max_cameras: int = param(
+        64, "Most cameras tracked at once; features from further cameras are refused", low=1, high=10_000
+    )
     default_timeout_s: float = param(
         5.0, "How long a question waits for its frame when it sets no timeout_s", low=0.0, high=3600.0
     )
     queue_size: int = param(8, "Questions waiting to be answered; beyond this they get BUSY", low=1, high=100_000)
     max_payload_bytes: int = param(
-        16 * 1024 * 1024, "Largest accepted payload; larger ones are answered DECODE_ERROR unread", low=1,
+        16 * 1024 * 1024,
+        "Largest accepted payload; larger ones are answered DECODE_ERROR unread",
+        low=1,
         high=(1 << 31) - 1,
     )
     max_image_pixels: int = param(
-        33_554_432, "Largest image payload (width x height) answered; larger ones get DECODE_ERROR before decoding",
-        low=1, high=1 << 30)
+        33_554_432,
+        "Largest image payload (width x height) answered; larger ones get DECODE_ERROR before decoding",
+        low=1,
+        high=1 << 30,
+    )
     features_qos_reliability: str = param("reliable", "Features subscription reliability", choices=_RELIABILITY)
     features_qos_depth: int = param(10, "Features subscription depth", low=1, high=1000)
     questions_qos_reliability: str = param("reliable", "Questions subscription reliability", choices=_RELIABILITY)
@@ -232,14 +263,17 @@ class UplinkConfig(_Validated):
 
     rate_mbps: float = param(10.0, "Link rate in Mbit/s", low=0.001, high=100_000.0)
     latency_ms: float = param(20.0, "One-way latency in milliseconds", low=0.0, high=60_000.0)
-    max_backlog_s: float = param(10.0, "Longest queued transmission time before messages are dropped", low=0.0,
-                                 high=3600.0)
+    max_backlog_s: float = param(
+        10.0, "Longest queued transmission time before messages are dropped", low=0.0, high=3600.0
+    )
     features_in_qos_reliability: str = param(
-        "best_effort", "Subscription reliability on features_in; best_effort matches a reliable or a best-effort "
-        "device publisher (REP-2003)", choices=_RELIABILITY)
+        "best_effort",
+        "Subscription reliability on features_in; best_effort matches a reliable or a best-effort "
+        "device publisher (REP-2003)",
+        choices=_RELIABILITY,
+    )
     features_in_qos_depth: int = param(100, "Subscription depth on features_in", low=1, high=100_000)
-    features_out_qos_reliability: str = param("reliable", "Publisher reliability on features_out",
-                                              choices=_RELIABILITY)
+    features_out_qos_reliability: str = param("reliable", "Publisher reliability on features_out", choices=_RELIABILITY)
     features_out_qos_depth: int = param(100, "Publisher depth on features_out", low=1, high=100_000)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
 
@@ -251,8 +285,9 @@ class ReplayConfig(_Validated):
     bag: str = param("auto", "Input bag: rosbag2 directory or .mcap/.db3 file (required)")
     questions_file: str = param("auto", "Questions/ground-truth JSONL; auto: <bag>.questions.jsonl if present")
     output_dir: str = param("replay_report", "Where the answers bag and the report go")
-    mode: str = param("timed", "timed (recorded timing x rate) or fast (as fast as the graph keeps up)",
-                      choices=("timed", "fast"))
+    mode: str = param(
+        "timed", "timed (recorded timing x rate) or fast (as fast as the graph keeps up)", choices=("timed", "fast")
+    )
     rate: float = param(1.0, "Playback speed factor in timed mode", low=0.01, high=1000.0)
     camera_topic: str = param("auto", "Camera topic in the bag; auto: its only Image/CompressedImage topic")
     questions_topic: str = param("auto", "Question topic in the bag; auto: its only Question topic")
@@ -262,16 +297,19 @@ class ReplayConfig(_Validated):
     frame_timeout_s: float = param(2.0, "fast mode: longest wait for a frame's features", low=0.0, high=3600.0)
     answer_timeout_s: float = param(30.0, "Longest wait for an answer", low=0.1, high=86400.0)
     startup_timeout_s: float = param(30.0, "Longest wait for the graph's subscribers", low=0.1, high=3600.0)
-    image_qos_reliability: str = param("best_effort", "Camera publisher reliability (sensor data, REP-2003)",
-                                       choices=_RELIABILITY)
+    image_qos_reliability: str = param(
+        "best_effort", "Camera publisher reliability (sensor data, REP-2003)", choices=_RELIABILITY
+    )
     image_qos_depth: int = param(1, "Camera publisher depth", low=1, high=1000)
     questions_qos_reliability: str = param("reliable", "Questions publisher reliability", choices=_RELIABILITY)
     questions_qos_depth: int = param(100, "Questions publisher depth", low=1, high=100_000)
     answers_qos_reliability: str = param("reliable", "Answers subscription reliability", choices=_RELIABILITY)
     answers_qos_depth: int = param(100, "Answers subscription depth", low=1, high=100_000)
     features_qos_reliability: str = param(
-        "best_effort", "Features subscription reliability (an observer: best_effort matches any publisher)",
-        choices=_RELIABILITY)
+        "best_effort",
+        "Features subscription reliability (an observer: best_effort matches any publisher)",
+        choices=_RELIABILITY,
+    )
     features_qos_depth: int = param(100, "Features subscription depth", low=1, high=100_000)
 
 
@@ -285,8 +323,9 @@ class DemoClientConfig(_Validated):
     answer_timeout_s: float = param(60.0, "Longest wait for the answers before exiting", low=0.1, high=86400.0)
     image_height: int = param(480, "Synthetic frame height", low=1, high=8192)
     image_width: int = param(640, "Synthetic frame width", low=1, high=8192)
-    image_qos_reliability: str = param("best_effort", "Camera publisher reliability (sensor data, REP-2003)",
-                                       choices=_RELIABILITY)
+    image_qos_reliability: str = param(
+        "best_effort", "Camera publisher reliability (sensor data, REP-2003)", choices=_RELIABILITY
+    )
     image_qos_depth: int = param(1, "Camera publisher depth", low=1, high=1000)
     questions_qos_reliability: str = param("reliable", "Questions publisher reliability", choices=_RELIABILITY)
     questions_qos_depth: int = param(100, "Questions publisher depth", low=1, high=100_000)

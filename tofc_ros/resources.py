@@ -22,7 +22,7 @@ def resolve_resource(value: str) -> Path:
             path does not exist.
     """
     if value.startswith(_SCHEME):
-        package, _, rest = value[len(_SCHEME):].partition("/")
+        package, _, rest = value[len(_SCHEME) :].partition("/")
         if not package or not rest:
             raise FileNotFoundError(f"'{value}': expected package://<package>/<path>")
         try:

@@ -16,8 +16,10 @@ def main() -> int:
         problems.append(f"torch {torch_version} installed, need {REQUIRED_TORCH} (the CPU wheel)")
     for forbidden in ("torchvision", "torchaudio"):
         try:
-            problems.append(f"{forbidden} {md.version(forbidden)} is installed: it breaks compressai and "
-                            f"transformers' LLaVA imports here; pip uninstall {forbidden}")
+            problems.append(
+                f"{forbidden} {md.version(forbidden)} is installed: it breaks compressai and "
+                f"transformers' LLaVA imports here; pip uninstall {forbidden}"
+            )
         except md.PackageNotFoundError:
             pass
     nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("nvidia-"))

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy
 
 _CONTAINER_PY_INCLUDE = re.compile(r"/opt/python/cp3\d+-cp3\d+/include/python3\.\d+")
-_CONTAINER_NP_INCLUDE = re.compile(r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/(_core|core)/include")
+_CONTAINER_NP_INCLUDE = re.compile(
+    r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/(_core|core)/include"
+)
 
 
 def fix(prefix: Path) -> list[Path]:

@@ -36,8 +36,8 @@ def build(seed: int = 20261129) -> SelectiveEntropyModel:
                 w.copy_(torch.from_numpy(rng.uniform(-bound, bound, tuple(w.shape)).astype(np.float32)))
                 b.copy_(torch.from_numpy(rng.uniform(-bound, bound, tuple(b.shape)).astype(np.float32)))
         # Keep the hyper-synthesis's scale branch mid-table, as the constructor does.
-        model.experts.h_s.biases[-1][:, CONFIG.d:] = (CONFIG.scale_levels - 1) / 2
-        for i, bias in enumerate(model.experts.entropy_bottleneck.biases):
+        model.experts.h_s.biases[-1][:, CONFIG.d :] = (CONFIG.scale_levels - 1) / 2
+        for _i, bias in enumerate(model.experts.entropy_bottleneck.biases):
             bias.copy_(torch.from_numpy(rng.uniform(-0.5, 0.5, tuple(bias.shape)).astype(np.float32)))
     model.update()
     return model.eval()

@@ -15,13 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.eval.replay.sample import write_sample_bag  # noqa: E402
+from tofc_ros.eval.replay.sample import write_sample_bag
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "easyvqa_sample.mcap"),
-                    help="a .mcap file, or a rosbag2 directory to create")
+    ap.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parents[1] / "data" / "easyvqa_sample.mcap"),
+        help="a .mcap file, or a rosbag2 directory to create",
+    )
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--rate", type=float, default=2.0, help="frames per second")
@@ -32,6 +35,7 @@ def main(argv=None) -> int:
     if args.force and out.exists():
         if out.is_dir():
             import shutil
+
             shutil.rmtree(out)
         else:
             out.unlink()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The numbers of data/SCENES.md: cut-out audit, scene and question counts, answer balance, render time.
 
-    .venv/bin/python tools/scenes_card.py            # default sizes (DEFAULT_IMAGES), seed 0; Markdown on stdout
-    .venv/bin/python tools/scenes_card.py --timing   # also ms per rendered frame (machine-dependent)
+.venv/bin/python tools/scenes_card.py            # default sizes (DEFAULT_IMAGES), seed 0; Markdown on stdout
+.venv/bin/python tools/scenes_card.py --timing   # also ms per rendered frame (machine-dependent)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.data import scenes  # noqa: E402
+from tofc_ros.data import scenes
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
@@ -47,21 +47,32 @@ def main(argv: list[str] | None = None) -> int:
         sizes = Counter(f"{w}x{h}" for w, h in (it.size for it in its))
         photos = Counter(it.background for it in its)
         widths = [100 * (o.box[2] - o.box[0]) / it.size[0] for it in its for o in it.objects]
-        rows.append([split, len(its), scenes.num_questions(its), len(objects),
-                     ", ".join(f"{k} {v}" for k, v in sorted(sizes.items())),
-                     ", ".join(f"{k} {v}" for k, v in sorted(photos.items())),
-                     f"{min(widths):.1f}-{max(widths):.1f} %"])
+        rows.append(
+            [
+                split,
+                len(its),
+                scenes.num_questions(its),
+                len(objects),
+                ", ".join(f"{k} {v}" for k, v in sorted(sizes.items())),
+                ", ".join(f"{k} {v}" for k, v in sorted(photos.items())),
+                f"{min(widths):.1f}-{max(widths):.1f} %",
+            ]
+        )
     print(_table(["split", "scenes", "questions", "objects", "frame sizes", "photos", "object width / W"], rows))
 
     for field, words in (("shape", scenes.SHAPES), ("color", scenes.COLOURS)):
         print(f"\nObjects by {field}:\n")
         counts = {s: Counter(getattr(o, field) for it in its for o in it.objects) for s, its in items.items()}
-        print(_table(["split", *words], [[s, *(_pct(c[w], sum(c.values())) for w in words)]
-                                         for s, c in counts.items()]))
+        print(
+            _table(["split", *words], [[s, *(_pct(c[w], sum(c.values())) for w in words)] for s, c in counts.items()])
+        )
     print("\nObjects per scene:\n")
     counts = {s: Counter(len(it.objects) for it in its) for s, its in items.items()}
-    print(_table(["split", "1", "2", "3"], [[s, *(_pct(c[n], len(items[s])) for n in (1, 2, 3))]
-                                            for s, c in counts.items()]))
+    print(
+        _table(
+            ["split", "1", "2", "3"], [[s, *(_pct(c[n], len(items[s])) for n in (1, 2, 3))] for s, c in counts.items()]
+        )
+    )
 
     print("\n## Answer balance\n")
     for split, its in items.items():

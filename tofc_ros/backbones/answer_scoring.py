@@ -20,8 +20,8 @@ V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ class PromptCache:
     def _split(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pos = (ids == self.server.spec.image_token_id).nonzero()
         first, last = int(pos[0, 0]), int(pos[-1, 0])
-        return ids[:first], ids[last + 1:]
+        return ids[:first], ids[last + 1 :]
 
     @property
     def head(self) -> torch.Tensor:
@@ -90,8 +90,13 @@ class AnswerLogits:
     targets: torch.Tensor
 
 
-def answer_logits(server: ServerHalf, prompts: PromptCache, image_embeds: Sequence[torch.Tensor],
-                  questions: Sequence[Sequence[str]], answers: Sequence[Sequence[str]]) -> AnswerLogits:
+def answer_logits(
+    server: ServerHalf,
+    prompts: PromptCache,
+    image_embeds: Sequence[torch.Tensor],
+    questions: Sequence[Sequence[str]],
+    answers: Sequence[Sequence[str]],
+) -> AnswerLogits:
     """Teacher-forced logits for B images' questions (differentiable w.r.t. the image embeddings and the LM).
 
     Args:
@@ -119,9 +124,11 @@ def answer_logits(server: ServerHalf, prompts: PromptCache, image_embeds: Sequen
     for qs in questions:
         q_offset.append(q_offset[-1] + len(qs))
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # question index -> (logits [S, V], targets [S])
-    for m, members in groups.items():
-        prefix = torch.cat([head_emb.expand(len(members), -1, -1),
-                            torch.stack([image_embeds[b].to(head_emb.dtype) for b in members])], dim=1)  # [G, P, D]
+    for _m, members in groups.items():
+        prefix = torch.cat(
+            [head_emb.expand(len(members), -1, -1), torch.stack([image_embeds[b].to(head_emb.dtype) for b in members])],
+            dim=1,
+        )  # [G, P, D]
         p = prefix.shape[1]
         out = lm(inputs_embeds=prefix, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
@@ -142,13 +149,18 @@ def answer_logits(server: ServerHalf, prompts: PromptCache, image_embeds: Sequen
         for i, (ids, n_ans) in enumerate(zip(ids_list, n_ans_list)):
             s = int(ids.numel())
             suffix_ids[i, :s] = ids
-            attn[i, p + s:] = 0  # right padding: later than every real token, so causally invisible anyway
+            attn[i, p + s :] = 0  # right padding: later than every real token, so causally invisible anyway
             if n_ans:
                 # Position j predicts token j+1: the last prompt token predicts the first answer token, and so on.
-                targets[i, s - n_ans - 1: s - 1] = ids[s - n_ans:]
+                targets[i, s - n_ans - 1 : s - 1] = ids[s - n_ans :]
         positions = torch.arange(p, p + s_max).expand(n_q, -1)
-        logits = lm(inputs_embeds=embed(suffix_ids.to(device)), attention_mask=attn.to(device),
-                    position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
+        logits = lm(
+            inputs_embeds=embed(suffix_ids.to(device)),
+            attention_mask=attn.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
         for i, qi in enumerate(q_index):
             results[qi] = (logits[i], targets[i])
     s_all = max(r[0].shape[0] for r in results.values())

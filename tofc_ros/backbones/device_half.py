@@ -57,7 +57,7 @@ class VisionFeatures:
         """d."""
         return int(self.features.shape[2])
 
-    def with_features(self, features: torch.Tensor) -> "VisionFeatures":
+    def with_features(self, features: torch.Tensor) -> VisionFeatures:
         """Same grid and image size, other per-tile features (e.g. merged [T, n_c, d])."""
         return VisionFeatures(features=features, grid=self.grid, image_size=self.image_size)
 
@@ -97,8 +97,17 @@ class DeviceHalf:
         fingerprint: ``loading.backbone_fingerprint`` of the checkpoint (goes into CompressedFeatures).
     """
 
-    def __init__(self, spec: BackboneSpec, vision_tower, image_processor, *, dtype, device, tiles_per_batch=None,
-                 fingerprint: str = ""):
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        vision_tower,
+        image_processor,
+        *,
+        dtype,
+        device,
+        tiles_per_batch=None,
+        fingerprint: str = "",
+    ):
         if tiles_per_batch is not None and tiles_per_batch < 1:
             raise ValueError(f"tiles_per_batch must be ≥ 1 or None, got {tiles_per_batch}")
         self.spec = spec
@@ -166,8 +175,9 @@ class DeviceHalf:
             hidden = tower.pre_layrnorm(hidden)
         layers = tower.encoder.layers
         if len(layers) < self.spec.vision_layers_needed:
-            raise ValueError(f"vision tower has {len(layers)} layers; the feature layer needs "
-                             f"{self.spec.vision_layers_needed}")
+            raise ValueError(
+                f"vision tower has {len(layers)} layers; the feature layer needs {self.spec.vision_layers_needed}"
+            )
         for layer in layers[: self.spec.vision_layers_needed]:
             hidden = layer(hidden, None)  # no attention mask: every tile is a full image
         if self.spec.select_strategy == "default":

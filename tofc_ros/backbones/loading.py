@@ -143,7 +143,7 @@ class CheckpointReader:
             from safetensors import safe_open
 
             with safe_open(str(single), framework="pt") as f:
-                weight_map = {k: single.name for k in f.keys()}
+                weight_map = dict.fromkeys(f.keys(), single.name)
         else:
             raise FileNotFoundError(
                 f"{self.model_dir}: no model.safetensors(.index.json); pickled checkpoints are not loaded"
@@ -159,6 +159,10 @@ class CheckpointReader:
     def keys(self) -> list[str]:
         """All canonical keys."""
         return sorted(self._where)
+
+    def __iter__(self):
+        """The canonical keys, sorted."""
+        return iter(self.keys())
 
     def get_tensor(self, key: str) -> torch.Tensor:
         """One tensor by canonical key (KeyError if absent)."""
@@ -205,7 +209,7 @@ def backbone_fingerprint(reader: CheckpointReader, spec: BackboneSpec) -> str:
     h.update(b"tofc-backbone-v1\0")
     h.update(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
     keep = _vision_tower_keep(spec)
-    for key in sorted(k for k in reader.keys() if k.startswith("vision_tower.") and keep(k[len("vision_tower.") :])):
+    for key in sorted(k for k in reader if k.startswith("vision_tower.") and keep(k[len("vision_tower.") :])):
         tensor = reader.get_tensor(key)  # one at a time: nothing of the tower stays in memory
         h.update(f"\0{key}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
         # Byte view, not numpy: numpy has no bfloat16.
@@ -449,9 +453,7 @@ def load_server_half(
     vision = None
     if load_vision:
         tower = build_vision_tower(reader, config, spec, dt, dev)
-        vision = DeviceHalf(
-            spec, tower, load_image_processor(model_dir), dtype=dt, device=dev, fingerprint=fingerprint
-        )
+        vision = DeviceHalf(spec, tower, load_image_processor(model_dir), dtype=dt, device=dev, fingerprint=fingerprint)
     return ServerHalf(
         spec,
         projector,

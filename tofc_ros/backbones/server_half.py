@@ -114,8 +114,19 @@ class ServerHalf:
         fingerprint: ``loading.backbone_fingerprint`` of the checkpoint; a payload with another one must be refused.
     """
 
-    def __init__(self, spec: BackboneSpec, projector, image_newline, language_model, tokenizer, *, dtype, device,
-                 vision: DeviceHalf | None = None, fingerprint: str = ""):
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        projector,
+        image_newline,
+        language_model,
+        tokenizer,
+        *,
+        dtype,
+        device,
+        vision: DeviceHalf | None = None,
+        fingerprint: str = "",
+    ):
         self.spec = spec
         self.projector = projector
         self.image_newline = image_newline
@@ -216,8 +227,9 @@ class ServerHalf:
         return out if batched else out[0]
 
     @torch.inference_mode()
-    def generate(self, features, grid, image_size, question: str,
-                 options: GenerationOptions | None = None) -> GenerationResult:
+    def generate(
+        self, features, grid, image_size, question: str, options: GenerationOptions | None = None
+    ) -> GenerationResult:
         """Generate an answer for per-tile features.
 
         Args:

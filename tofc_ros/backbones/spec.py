@@ -64,7 +64,7 @@ class BackboneSpec:
     vision_aspect_ratio: str | None
 
     @classmethod
-    def from_config(cls, config) -> "BackboneSpec":
+    def from_config(cls, config) -> BackboneSpec:
         """Read the spec from a ``LlavaOnevisionConfig`` or ``LlavaConfig``.
 
         Raises:
@@ -73,9 +73,7 @@ class BackboneSpec:
         """
         model_type = getattr(config, "model_type", None)
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"unsupported model_type {model_type!r}; expected one of {sorted(SUPPORTED_MODEL_TYPES)}"
-            )
+            raise ValueError(f"unsupported model_type {model_type!r}; expected one of {sorted(SUPPORTED_MODEL_TYPES)}")
         family = SUPPORTED_MODEL_TYPES[model_type]
         layer = config.vision_feature_layer
         if not isinstance(layer, int):

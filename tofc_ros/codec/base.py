@@ -14,7 +14,8 @@ codecs, so a codec only defines its sections:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .bitstream import (
     CODEC_IDS,
@@ -30,7 +31,7 @@ from .bitstream import (
 
 __all__ = ["Codec", "register_codec", "registered_codecs"]
 
-_REGISTRY: dict[str, Callable[..., "Codec"]] = {}
+_REGISTRY: dict[str, Callable[..., Codec]] = {}
 
 
 class Codec(ABC):
@@ -70,8 +71,12 @@ class Codec(ABC):
         context = context or FrameContext()
         shape, sections = self.encode_sections(data)
         if self.kind == "image":
-            context = FrameContext(context.backbone_fingerprint, (int(data.shape[0]), int(data.shape[1])),
-                                   context.grid, context.vision_layers)
+            context = FrameContext(
+                context.backbone_fingerprint,
+                (int(data.shape[0]), int(data.shape[1])),
+                context.grid,
+                context.vision_layers,
+            )
         return pack(self.format, self.fingerprint, context, shape, sections)
 
     def decode(self, payload: bytes) -> Any:
@@ -85,8 +90,10 @@ class Codec(ABC):
         if header.format != self.format:
             raise CodecMismatchError(f"payload is {header.format!r}, this decoder is {self.format!r}")
         if header.codec_fingerprint != self.fingerprint:
-            raise FingerprintMismatch(f"payload codec fingerprint {header.codec_fingerprint.hex()} does not match "
-                                      f"this decoder's {self.fingerprint.hex()} (encoded with other weights)")
+            raise FingerprintMismatch(
+                f"payload codec fingerprint {header.codec_fingerprint.hex()} does not match "
+                f"this decoder's {self.fingerprint.hex()} (encoded with other weights)"
+            )
         if header.kind != self.kind:
             raise LimitError(f"{self.format} payloads hold {self.kind}, the header declares {header.kind}")
         if n_sections != self.n_sections:

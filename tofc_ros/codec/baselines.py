@@ -36,8 +36,10 @@ def check_features(x: Tensor) -> Tensor:
         raise ValueError(f"features must have shape [T, C, D], got {tuple(x.shape)}")
     t, c, d = x.shape
     if not (1 <= t <= MAX_TILES and 1 <= c <= MAX_ROWS and 1 <= d <= MAX_DIM and t * c * d <= MAX_ELEMENTS):
-        raise ValueError(f"feature shape {tuple(x.shape)} outside 1 <= T <= {MAX_TILES}, C <= {MAX_ROWS}, "
-                         f"D <= {MAX_DIM}, T*C*D <= {MAX_ELEMENTS}")
+        raise ValueError(
+            f"feature shape {tuple(x.shape)} outside 1 <= T <= {MAX_TILES}, C <= {MAX_ROWS}, "
+            f"D <= {MAX_DIM}, T*C*D <= {MAX_ELEMENTS}"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"features of shape {tuple(x.shape)} contain NaN or Inf")
     return x.detach().cpu()

@@ -42,21 +42,46 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = [
-    "MAGIC", "VERSION", "CODEC_IDS", "HEADER_SIZE", "NO_FINGERPRINT", "FrameHeader", "FrameContext", "pack",
-    "parse", "peek_header", "format_fingerprint",
-    "BitstreamError", "TruncatedError", "TrailingDataError", "BadMagicError", "UnsupportedVersionError",
-    "UnknownCodecError", "CodecMismatchError", "ChecksumError", "FingerprintMismatch", "LimitError",
+    "MAGIC",
+    "VERSION",
+    "CODEC_IDS",
+    "HEADER_SIZE",
+    "NO_FINGERPRINT",
+    "FrameHeader",
+    "FrameContext",
+    "pack",
+    "parse",
+    "peek_header",
+    "format_fingerprint",
+    "BitstreamError",
+    "TruncatedError",
+    "TrailingDataError",
+    "BadMagicError",
+    "UnsupportedVersionError",
+    "UnknownCodecError",
+    "CodecMismatchError",
+    "ChecksumError",
+    "FingerprintMismatch",
+    "LimitError",
     "MalformedPayloadError",
 ]
 
 MAGIC = b"TOFC"
 VERSION = 2
-CODEC_IDS = {"tofc/1": 1, "fp16/1": 2, "fp16-zstd/1": 3, "quant-zstd/1": 4, "jpeg/1": 5, "webp/1": 6,
-             "placeholder-zstd/1": 7, "rgb8/1": 8}
+CODEC_IDS = {
+    "tofc/1": 1,
+    "fp16/1": 2,
+    "fp16-zstd/1": 3,
+    "quant-zstd/1": 4,
+    "jpeg/1": 5,
+    "webp/1": 6,
+    "placeholder-zstd/1": 7,
+    "rgb8/1": 8,
+}
 _FORMATS = {v: k for k, v in CODEC_IDS.items()}
 NO_FINGERPRINT = bytes(16)
 
@@ -165,7 +190,7 @@ class FrameHeader:
 
     @property
     def kind(self) -> str:
-        """"features" or "image"."""
+        """ "features" or "image"."""
         return "features" if self.feature_dim else "image"
 
     def describe(self) -> str:
@@ -174,8 +199,10 @@ class FrameHeader:
         if self.kind == "image":
             return f"{self.format} {w}x{h} image, {self.size} B"
         t, c, d = self.feature_shape
-        return (f"{self.format} {w}x{h} image, grid {self.grid[0]}x{self.grid[1]}, [{t}, {c}, {d}] after "
-                f"{self.vision_layers} vision layers, {self.size} B")
+        return (
+            f"{self.format} {w}x{h} image, grid {self.grid[0]}x{self.grid[1]}, [{t}, {c}, {d}] after "
+            f"{self.vision_layers} vision layers, {self.size} B"
+        )
 
 
 def _check_shape(image_size, grid, t: int, c: int, d: int, vision_layers: int) -> None:
@@ -186,16 +213,19 @@ def _check_shape(image_size, grid, t: int, c: int, d: int, vision_layers: int) -
     if not (0 <= rows <= MAX_GRID and 0 <= cols <= MAX_GRID):
         raise LimitError(f"grid {rows}x{cols} exceeds {MAX_GRID} per side")
     if t > MAX_TILES or c > MAX_ROWS or d > MAX_DIM or t * c * d > MAX_ELEMENTS:
-        raise LimitError(f"feature shape {(t, c, d)} exceeds limits T<={MAX_TILES}, C<={MAX_ROWS}, D<={MAX_DIM}, "
-                         f"T*C*D<={MAX_ELEMENTS}")
+        raise LimitError(
+            f"feature shape {(t, c, d)} exceeds limits T<={MAX_TILES}, C<={MAX_ROWS}, D<={MAX_DIM}, "
+            f"T*C*D<={MAX_ELEMENTS}"
+        )
     if (t == 0) != (d == 0) or (d == 0) != (c == 0):
         raise LimitError(f"feature shape {(t, c, d)}: T, C and D are either all zero (image) or all positive")
     if not 0 <= vision_layers < 1 << 16:
         raise LimitError(f"vision layers {vision_layers} out of range")
 
 
-def pack(fmt: str, codec_fingerprint: bytes, context: FrameContext, shape: Sequence[int],
-         sections: Sequence[bytes]) -> bytes:
+def pack(
+    fmt: str, codec_fingerprint: bytes, context: FrameContext, shape: Sequence[int], sections: Sequence[bytes]
+) -> bytes:
     """Build a container.
 
     Args:
@@ -208,8 +238,10 @@ def pack(fmt: str, codec_fingerprint: bytes, context: FrameContext, shape: Seque
     if fmt not in CODEC_IDS:
         raise ValueError(f"unknown format {fmt!r}; known: {sorted(CODEC_IDS)}")
     if len(codec_fingerprint) != 16 or len(context.backbone_fingerprint) != 16:
-        raise ValueError("codec and backbone fingerprints must be 16 bytes each, got "
-                         f"{len(codec_fingerprint)} and {len(context.backbone_fingerprint)}")
+        raise ValueError(
+            "codec and backbone fingerprints must be 16 bytes each, got "
+            f"{len(codec_fingerprint)} and {len(context.backbone_fingerprint)}"
+        )
     if len(shape) != 3:
         raise ValueError(f"shape must be (T, C, D), got {tuple(shape)}")
     t, c, d = (int(v) for v in shape)
@@ -220,9 +252,25 @@ def pack(fmt: str, codec_fingerprint: bytes, context: FrameContext, shape: Seque
     if len(sections) > MAX_SECTIONS:
         raise ValueError(f"at most {MAX_SECTIONS} sections, got {len(sections)}")
     (h, w), (rows, cols) = context.image_size, context.grid
-    parts = [_HEAD.pack(MAGIC, VERSION, CODEC_IDS[fmt], 0, bytes(codec_fingerprint),
-                        bytes(context.backbone_fingerprint), h, w, rows, cols, t, c, d, context.vision_layers,
-                        len(sections))]
+    parts = [
+        _HEAD.pack(
+            MAGIC,
+            VERSION,
+            CODEC_IDS[fmt],
+            0,
+            bytes(codec_fingerprint),
+            bytes(context.backbone_fingerprint),
+            h,
+            w,
+            rows,
+            cols,
+            t,
+            c,
+            d,
+            context.vision_layers,
+            len(sections),
+        )
+    ]
     for s in sections:
         parts += [_U32.pack(len(s)), bytes(s)]
     body = b"".join(parts)
@@ -242,15 +290,21 @@ def peek_header(payload: bytes) -> FrameHeader:
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
     if len(payload) >= 5 and bytes(payload[:4]) == MAGIC and payload[4] != VERSION:
-        raise UnsupportedVersionError(f"container version {payload[4]}, this decoder reads version {VERSION}"
-                                      + (" (version 1 payloads carried only a shape: re-encode them with this "
-                                         "release's device node)" if payload[4] == 1 else ""))
+        raise UnsupportedVersionError(
+            f"container version {payload[4]}, this decoder reads version {VERSION}"
+            + (
+                " (version 1 payloads carried only a shape: re-encode them with this release's device node)"
+                if payload[4] == 1
+                else ""
+            )
+        )
     if len(payload) < HEADER_SIZE + 4:
         raise TruncatedError(f"payload of {len(payload)} bytes is shorter than the {HEADER_SIZE + 4}-byte minimum")
     if len(payload) > MAX_PAYLOAD:
         raise LimitError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    (magic, version, codec_id, flags, codec_fp, backbone_fp, h, w, rows, cols, t, c, d, layers,
-     n_sections) = _HEAD.unpack_from(payload)
+    (magic, version, codec_id, flags, codec_fp, backbone_fp, h, w, rows, cols, t, c, d, layers, n_sections) = (
+        _HEAD.unpack_from(payload)
+    )
     if magic != MAGIC:
         raise BadMagicError(f"bad magic {magic!r}, expected {MAGIC!r}")
     if codec_id not in _FORMATS:
@@ -260,8 +314,20 @@ def peek_header(payload: bytes) -> FrameHeader:
     if n_sections > MAX_SECTIONS:
         raise LimitError(f"{n_sections} sections declared, at most {MAX_SECTIONS}")
     _check_shape((h, w), (rows, cols), t, c, d, layers)
-    return FrameHeader(_FORMATS[codec_id], bytes(codec_fp), bytes(backbone_fp), (h, w), (rows, cols), t, c, d,
-                       layers, n_sections, len(payload), version)
+    return FrameHeader(
+        _FORMATS[codec_id],
+        bytes(codec_fp),
+        bytes(backbone_fp),
+        (h, w),
+        (rows, cols),
+        t,
+        c,
+        d,
+        layers,
+        n_sections,
+        len(payload),
+        version,
+    )
 
 
 def parse(payload: bytes) -> tuple[FrameHeader, list[bytes]]:
@@ -277,7 +343,7 @@ def parse(payload: bytes) -> tuple[FrameHeader, list[bytes]]:
         pos += 4
         if n > end - pos:
             raise TruncatedError(f"section {i}: declares {n} bytes but only {end - pos} remain before the CRC")
-        sections.append(bytes(view[pos: pos + n]))
+        sections.append(bytes(view[pos : pos + n]))
         pos += n
     if pos != end:
         raise TrailingDataError(f"{end - pos} unexpected bytes after the last section (extended or corrupted)")

@@ -15,8 +15,17 @@ from .selective import SelectiveEntropyModel
 __all__ = ["fit_rate"]
 
 
-def fit_rate(model: SelectiveEntropyModel, features: Tensor, steps: int = 300, batch: int = 256, lr: float = 3e-3,
-             temperature: float = 1.0, balance_weight: float = 1.0, seed: int = 0, progress: bool = False) -> float:
+def fit_rate(
+    model: SelectiveEntropyModel,
+    features: Tensor,
+    steps: int = 300,
+    batch: int = 256,
+    lr: float = 3e-3,
+    temperature: float = 1.0,
+    balance_weight: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> float:
     """Adam on mean bits per feature + balance loss; separate Adam for the z-density quantiles (aux loss).
 
     Args:

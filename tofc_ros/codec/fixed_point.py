@@ -23,12 +23,13 @@ Dimension legend: M rows (merged features), E experts, I input and O output widt
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["FixedPointExpertMLP", "round_half_up", "round_ste"]
+
 
 def round_half_up(x: Tensor) -> Tensor:
     """floor(x + 1/2): one deterministic rounding rule for encoder, decoder and training."""
@@ -150,16 +151,20 @@ class FixedPointExpertMLP(nn.Module):
             w_int, b_int = getattr(self, f"w_int{i}"), getattr(self, f"b_int{i}")
             expect = (self.n_experts, self.sizes[i + 1], self.sizes[i])
             if tuple(w_int.shape) != expect or tuple(b_int.shape) != expect[:2]:
-                raise ValueError(f"layer {i}: integer weights {tuple(w_int.shape)}/{tuple(b_int.shape)}, "
-                                 f"expected {expect}/{expect[:2]}")
+                raise ValueError(
+                    f"layer {i}: integer weights {tuple(w_int.shape)}/{tuple(b_int.shape)}, "
+                    f"expected {expect}/{expect[:2]}"
+                )
             clip = self.in_clip if i == 0 else self.act_clip
             max_in = clip * 2.0 ** self._in_bits(i)
             # Python ints: the bound itself must not be rounded.
             row_l1 = int(w_int.to(torch.int64).abs().sum(-1).max().item())
             bound = row_l1 * int(math.ceil(max_in)) + int(b_int.abs().max().item()) if b_int.numel() else 0
             if bound >= 2**53:
-                raise ValueError(f"layer {i}: accumulator bound {bound} >= 2^53; float64 integer arithmetic "
-                                 "would not be exact (lower w_frac_bits, a_frac_bits or the clips)")
+                raise ValueError(
+                    f"layer {i}: accumulator bound {bound} >= 2^53; float64 integer arithmetic "
+                    "would not be exact (lower w_frac_bits, a_frac_bits or the clips)"
+                )
 
     # ------------------------------------------------------------------ exact inference
     def _f64(self, name: str, device: torch.device) -> Tensor:

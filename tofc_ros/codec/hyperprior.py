@@ -94,7 +94,7 @@ class HyperpriorConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "HyperpriorConfig":
+    def from_json(cls, text: str) -> HyperpriorConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("config JSON must be an object")
@@ -119,16 +119,19 @@ class HyperpriorExperts(nn.Module):
         super().__init__()
         self.cfg = cfg
         fp = dict(w_frac_bits=cfg.w_frac_bits, a_frac_bits=cfg.a_frac_bits, act_clip=cfg.act_clip)
-        self.h_a = FixedPointExpertMLP(cfg.n_e, [cfg.d, *cfg.ha_hidden, cfg.z_dim],
-                                       in_frac_bits=cfg.a_frac_bits, in_clip=cfg.y_clip, **fp)
-        self.h_s = FixedPointExpertMLP(cfg.n_e, [cfg.z_dim, *cfg.hs_hidden, 2 * cfg.d],
-                                       in_frac_bits=0, in_clip=cfg.z_clip, **fp)
+        self.h_a = FixedPointExpertMLP(
+            cfg.n_e, [cfg.d, *cfg.ha_hidden, cfg.z_dim], in_frac_bits=cfg.a_frac_bits, in_clip=cfg.y_clip, **fp
+        )
+        self.h_s = FixedPointExpertMLP(
+            cfg.n_e, [cfg.z_dim, *cfg.hs_hidden, 2 * cfg.d], in_frac_bits=0, in_clip=cfg.z_clip, **fp
+        )
         with torch.no_grad():  # start every scale in the middle of the table, not at scale_min (dead gradients)
-            self.h_s.biases[-1][:, cfg.d:] = (cfg.scale_levels - 1) / 2
+            self.h_s.biases[-1][:, cfg.d :] = (cfg.scale_levels - 1) / 2
         self.entropy_bottleneck = EntropyBottleneck(cfg.n_e * cfg.z_dim)
         self.scale_table = log_scale_table(cfg.scale_min, cfg.scale_max, cfg.scale_levels)
         self.gaussian_conditional = LaplacianConditional(
-            self.scale_table, scale_bound=cfg.scale_min, tail_mass=cfg.tail_mass)
+            self.scale_table, scale_bound=cfg.scale_min, tail_mass=cfg.tail_mass
+        )
         self._log_ratio = math.log(cfg.scale_max / cfg.scale_min) / (cfg.scale_levels - 1)
 
     # ------------------------------------------------------------------ training
@@ -158,7 +161,7 @@ class HyperpriorExperts(nn.Module):
         z = self.h_a(y)  # [M, E, Z]
         z_hat = round_ste(z).clamp(-cfg.z_clip, cfg.z_clip)
         params = self.h_s(z_hat)  # [M, E, 2D] (per-expert inputs)
-        mu, u = params[..., : cfg.d], params[..., cfg.d:]
+        mu, u = params[..., : cfg.d], params[..., cfg.d :]
         y_hat = round_ste(y.unsqueeze(1) - mu) + mu
         scales = self.scales_from_index(u)
         lik_y = self.gaussian_conditional._likelihood(y_hat, scales, mu)
@@ -195,6 +198,6 @@ class HyperpriorExperts(nn.Module):
         """Both ends: z_hat -> (mu Tensor[M, D] float64 dyadic, scale index LongTensor[M, D]); bit-exact anywhere."""
         cfg = self.cfg
         params = self.h_s.forward_exact(z_hat, experts) * 2.0**-cfg.a_frac_bits
-        mu, u = params[:, : cfg.d], params[:, cfg.d:]
+        mu, u = params[:, : cfg.d], params[:, cfg.d :]
         index = round_half_up(u).clamp(0, cfg.scale_levels - 1).to(torch.int64)
         return mu, index

@@ -29,17 +29,22 @@ __all__ = ["JpegCodec", "WebpCodec", "RawRgbCodec", "PlaceholderCodec", "check_r
 def check_rgb(image: np.ndarray) -> np.ndarray:
     """Refuse anything but a uint8 [H, W, 3] array with 1 <= H, W <= MAX_IMAGE_SIDE; returns it C-contiguous."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise TypeError(f"image must be a uint8 numpy array [H, W, 3], got {type(image).__name__}"
-                        + (f" {image.dtype}" if isinstance(image, np.ndarray) else ""))
-    if image.ndim != 3 or image.shape[2] != 3 or not (1 <= image.shape[0] <= MAX_IMAGE_SIDE
-                                                      and 1 <= image.shape[1] <= MAX_IMAGE_SIDE):
+        raise TypeError(
+            f"image must be a uint8 numpy array [H, W, 3], got {type(image).__name__}"
+            + (f" {image.dtype}" if isinstance(image, np.ndarray) else "")
+        )
+    if (
+        image.ndim != 3
+        or image.shape[2] != 3
+        or not (1 <= image.shape[0] <= MAX_IMAGE_SIDE and 1 <= image.shape[1] <= MAX_IMAGE_SIDE)
+    ):
         raise ValueError(f"image must have shape [H, W, 3] with 1 <= H, W <= {MAX_IMAGE_SIDE}, got {image.shape}")
     return np.ascontiguousarray(image)
 
 
 def _image_size(header: FrameHeader) -> tuple[int, int]:
     h, w = header.image_size
-    if not (1 <= h and 1 <= w):
+    if not (h >= 1 and w >= 1):
         raise LimitError(f"image payload declares an empty image {w}x{h}")
     return h, w
 
@@ -64,8 +69,9 @@ class _PillowCodec(Codec):
         try:
             img = Image.open(io.BytesIO(sections[0]))  # lazy: reads only the file's header
             if img.format != self._pil_format or img.size != (w, h):
-                raise MalformedPayloadError(f"inner image is {img.format} {img.size}, header says "
-                                            f"{self._pil_format} {(w, h)}")
+                raise MalformedPayloadError(
+                    f"inner image is {img.format} {img.size}, header says {self._pil_format} {(w, h)}"
+                )
             return np.asarray(img.convert("RGB"))
         except MalformedPayloadError:
             raise

@@ -13,8 +13,9 @@ Importing this module registers every built-in codec; it is the only module that
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import baselines, image_codecs, tofc_codec  # noqa: F401  (registration side effect)
 from .base import Codec, registered_codecs
@@ -74,8 +75,10 @@ def codec_for_header(header: FrameHeader, loaded: Iterable[Codec] = ()) -> Codec
             return codec
     if header.format in LEARNED_FORMATS:
         held = [c.fingerprint.hex() for c in loaded if c.format == header.format]
-        raise FingerprintMismatch(f"no loaded {header.format} codec has fingerprint {header.codec_fingerprint.hex()}"
-                                  f" (this decoder holds {held or 'none'})")
+        raise FingerprintMismatch(
+            f"no loaded {header.format} codec has fingerprint {header.codec_fingerprint.hex()}"
+            f" (this decoder holds {held or 'none'})"
+        )
     codecs = registered_codecs()
     if header.format not in codecs:
         raise UnknownCodecError(f"no codec registered for {header.format!r}")

@@ -26,7 +26,7 @@ Dimension legend: T tiles, C merged features per tile, M = T*C, D feature dim, E
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +52,15 @@ class SelectiveEntropyModel(nn.Module):
         if not isinstance(cfg, HyperpriorConfig):
             raise TypeError(f"cfg must be a HyperpriorConfig, got {type(cfg).__name__}")
         self.cfg = cfg
-        self.router = FixedPointExpertMLP(1, [cfg.d, *cfg.router_hidden, cfg.n_e], in_frac_bits=cfg.a_frac_bits,
-                                          in_clip=cfg.y_clip, w_frac_bits=cfg.w_frac_bits,
-                                          a_frac_bits=cfg.a_frac_bits, act_clip=cfg.act_clip)
+        self.router = FixedPointExpertMLP(
+            1,
+            [cfg.d, *cfg.router_hidden, cfg.n_e],
+            in_frac_bits=cfg.a_frac_bits,
+            in_clip=cfg.y_clip,
+            w_frac_bits=cfg.w_frac_bits,
+            a_frac_bits=cfg.a_frac_bits,
+            act_clip=cfg.act_clip,
+        )
         self.experts = HyperpriorExperts(cfg)
         self._coders: tuple[TableCoder, TableCoder] | None = None
         self.fingerprint_bytes: bytes | None = None  # set by update() / weights.load_model()
@@ -103,8 +109,14 @@ class SelectiveEntropyModel(nn.Module):
         x_hat = (weights.unsqueeze(-1) * out["y_hat"]).sum(1) * self.cfg.y_step
         usage = probs.mean(0)
         balance = self.cfg.n_e * ((usage - 1.0 / self.cfg.n_e) ** 2).sum()
-        return {"x_hat": x_hat.reshape(shape), "likelihoods": lik, "weights": weights,
-                "bits": (weights * bits_e).sum(-1), "balance_loss": balance, "router_logits": logits}
+        return {
+            "x_hat": x_hat.reshape(shape),
+            "likelihoods": lik,
+            "weights": weights,
+            "bits": (weights * bits_e).sum(-1),
+            "balance_loss": balance,
+            "router_logits": logits,
+        }
 
     def aux_loss(self) -> Tensor:
         """Quantile loss of the z densities (optimise with a separate optimizer, as in CompressAI)."""
@@ -145,8 +157,10 @@ class SelectiveEntropyModel(nn.Module):
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"features must be a floating-point Tensor[T, C, {self.cfg.d}], got {type(x).__name__}"
-                            + (f" {x.dtype}" if isinstance(x, Tensor) else ""))
+            raise TypeError(
+                f"features must be a floating-point Tensor[T, C, {self.cfg.d}], got {type(x).__name__}"
+                + (f" {x.dtype}" if isinstance(x, Tensor) else "")
+            )
         if x.dim() != 3 or x.shape[-1] != self.cfg.d:
             raise ValueError(f"features must have shape [T, C, {self.cfg.d}], got {tuple(x.shape)}")
         if not bool(torch.isfinite(x).all()):
@@ -169,13 +183,16 @@ class SelectiveEntropyModel(nn.Module):
         medians = self.experts.z_medians().to(flat.device)
         z_idx = self.experts.z_table_indexes(s["experts"])
         z_sym = s["z_hat"] - medians[z_idx]
-        strings = [z_coder.encode(z_sym.to(torch.int64).cpu(), z_idx.cpu()),
-                   y_coder.encode(s["y_sym"].to(torch.int64).cpu(), s["scale_index"].cpu())]
+        strings = [
+            z_coder.encode(z_sym.to(torch.int64).cpu(), z_idx.cpu()),
+            y_coder.encode(s["y_sym"].to(torch.int64).cpu(), s["scale_index"].cpu()),
+        ]
         return {"strings": strings, "experts": s["experts"].cpu(), "shape": tuple(x.shape)}
 
     @torch.no_grad()
-    def decompress(self, strings: Sequence[bytes], experts: Tensor, shape: Sequence[int],
-                   device: torch.device | str = "cpu") -> dict:
+    def decompress(
+        self, strings: Sequence[bytes], experts: Tensor, shape: Sequence[int], device: torch.device | str = "cpu"
+    ) -> dict:
         """Decode what :meth:`compress` produced; bit-exact on any machine, thread count or device.
 
         Args:
@@ -238,4 +255,3 @@ class SelectiveEntropyModel(nn.Module):
         y_bits = float(-torch.log2(y_lik).sum())
         index = float(self.index_bits * flat.shape[0])
         return {"z": z_bits, "y": y_bits, "index": index, "total": z_bits + y_bits + index}
-

@@ -40,12 +40,13 @@ def unpack_indices(data: bytes, count: int, bits: int, limit: int) -> Tensor:
     """Inverse of :func:`pack_indices`; validates the size, zero padding and every value < limit."""
     expected = math.ceil(count * bits / 8)
     if len(data) != expected:
-        raise MalformedPayloadError(f"expert index section has {len(data)} bytes, {count} x {bits} bits needs "
-                                    f"{expected}")
+        raise MalformedPayloadError(
+            f"expert index section has {len(data)} bytes, {count} x {bits} bits needs {expected}"
+        )
     if bits == 0:
         return torch.zeros(count, dtype=torch.int64)
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if flat[count * bits:].any():
+    if flat[count * bits :].any():
         raise MalformedPayloadError("nonzero padding bits after the expert indices")
     weights = 1 << np.arange(bits - 1, -1, -1)
     values = (flat[: count * bits].reshape(count, bits).astype(np.int64) * weights).sum(1)
@@ -67,8 +68,12 @@ class TofcCodec(Codec):
     format = "tofc/1"
     n_sections = 3
 
-    def __init__(self, model: SelectiveEntropyModel | None = None, path: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: SelectiveEntropyModel | None = None,
+        path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+    ):
         if (model is None) == (path is None):
             raise ValueError("TofcCodec needs exactly one of model= or path= (a .safetensors file)")
         if path is not None:

@@ -30,15 +30,19 @@ _MAX_HEADER = 1 << 24  # safetensors JSON header bound (16 MiB) checked before p
 
 # Buffers that are empty on a freshly constructed module and sized by update(): resized before load_state_dict.
 _RESIZABLE = ("_offset", "_quantized_cdf", "_cdf_length", "scale_table") + tuple(
-    f"{p}{i}" for p in ("w_int", "b_int") for i in range(64))
+    f"{p}{i}" for p in ("w_int", "b_int") for i in range(64)
+)
 
 
 def model_to_bytes(model: SelectiveEntropyModel) -> bytes:
     """Serialize an updated model to safetensors bytes."""
     model._require_updated()
     tensors = canonical_tensors(model)
-    meta = {"format": FORMAT, "config": model.cfg.to_json(), "fingerprint": tensors_fingerprint(model.cfg.to_json(),
-                                                                                          tensors).hex()}
+    meta = {
+        "format": FORMAT,
+        "config": model.cfg.to_json(),
+        "fingerprint": tensors_fingerprint(model.cfg.to_json(), tensors).hex(),
+    }
     return _st_save(tensors, metadata=meta)
 
 
@@ -59,7 +63,7 @@ def _metadata(data: bytes) -> dict:
     if n > _MAX_HEADER or 8 + n > len(data):
         raise ValueError(f"not a safetensors file: header length {n} exceeds the file or {_MAX_HEADER}")
     try:
-        header = json.loads(data[8: 8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a safetensors file: bad JSON header ({exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
@@ -82,8 +86,9 @@ def model_from_bytes(data: bytes) -> SelectiveEntropyModel:
     own = model.state_dict()
     missing, unknown = set(own) - set(tensors), set(tensors) - set(own)
     if missing or unknown:
-        raise ValueError(f"weights do not match the config: missing {sorted(missing)[:5]}, "
-                         f"unknown {sorted(unknown)[:5]}")
+        raise ValueError(
+            f"weights do not match the config: missing {sorted(missing)[:5]}, unknown {sorted(unknown)[:5]}"
+        )
     for name, value in tensors.items():
         if own[name].shape != value.shape:
             owner_name, _, leaf = name.rpartition(".")

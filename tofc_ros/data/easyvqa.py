@@ -16,8 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SPLITS", "SHAPES", "COLOURS", "VQAImage", "answers", "load_split", "num_questions", "object_label",
-           "read_rgb"]
+__all__ = [
+    "SPLITS",
+    "SHAPES",
+    "COLOURS",
+    "VQAImage",
+    "answers",
+    "load_split",
+    "num_questions",
+    "object_label",
+    "read_rgb",
+]
 
 SPLITS = ("train", "test")
 SHAPES = ("circle", "rectangle", "triangle")

@@ -32,19 +32,39 @@ import io
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from tofc_ros.data import easyvqa
 
 __all__ = [
-    "SPLITS", "FRAME_SIZES", "SHAPES", "COLOURS", "PALETTE", "COUNT_WORDS", "SIDES", "ANSWERS", "QUESTION_TYPES",
-    "TEMPLATES", "DEFAULT_IMAGES", "MIN_OBJECT_PCT", "MAX_OBJECT_PCT", "Photo", "PHOTOS", "SceneObject", "SceneItem",
-    "make_item", "load_split", "num_questions", "answer_balance", "audit_cutouts", "main",
+    "SPLITS",
+    "FRAME_SIZES",
+    "SHAPES",
+    "COLOURS",
+    "PALETTE",
+    "COUNT_WORDS",
+    "SIDES",
+    "ANSWERS",
+    "QUESTION_TYPES",
+    "TEMPLATES",
+    "DEFAULT_IMAGES",
+    "MIN_OBJECT_PCT",
+    "MAX_OBJECT_PCT",
+    "Photo",
+    "PHOTOS",
+    "SceneObject",
+    "SceneItem",
+    "make_item",
+    "load_split",
+    "num_questions",
+    "answer_balance",
+    "audit_cutouts",
+    "main",
 ]
 
 SPLITS = easyvqa.SPLITS
@@ -53,8 +73,14 @@ SHAPES = easyvqa.SHAPES
 COLOURS = easyvqa.COLOURS
 # The exact RGB easy-vqa draws each colour with (checked on every cut-out: see _cut).
 PALETTE: dict[str, tuple[int, int, int]] = {
-    "black": (0, 0, 0), "blue": (0, 0, 255), "brown": (165, 42, 42), "gray": (128, 128, 128),
-    "green": (0, 255, 0), "red": (255, 0, 0), "teal": (0, 128, 128), "yellow": (255, 255, 0),
+    "black": (0, 0, 0),
+    "blue": (0, 0, 255),
+    "brown": (165, 42, 42),
+    "gray": (128, 128, 128),
+    "green": (0, 255, 0),
+    "red": (255, 0, 0),
+    "teal": (0, 128, 128),
+    "yellow": (255, 255, 0),
 }
 COUNT_WORDS = ("1", "2", "3")  # digits: single tokens for the tiny tokenizer (its corpus has 0-9, "left", "right")
 SIDES = ("left", "right")
@@ -70,22 +96,38 @@ DEFAULT_IMAGES = {"train": 10000, "test": 1000}
 # used only where they name exactly one object of the scene.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "color_presence": (
-        "is there a {color} shape?", "is there a {color} shape in the image?",
-        "does the image contain a {color} shape?", "is a {color} shape present?",
-        "is there not a {color} shape?", "is there not a {color} shape in the image?",
-        "does the image not contain a {color} shape?", "is no {color} shape present?",
+        "is there a {color} shape?",
+        "is there a {color} shape in the image?",
+        "does the image contain a {color} shape?",
+        "is a {color} shape present?",
+        "is there not a {color} shape?",
+        "is there not a {color} shape in the image?",
+        "does the image not contain a {color} shape?",
+        "is no {color} shape present?",
     ),
     "shape_presence": (
-        "is there a {shape}?", "is there a {shape} in the image?", "does the image contain a {shape}?",
+        "is there a {shape}?",
+        "is there a {shape} in the image?",
+        "does the image contain a {shape}?",
         "is a {shape} present?",
-        "is there not a {shape}?", "is there not a {shape} in the image?", "does the image not contain a {shape}?",
+        "is there not a {shape}?",
+        "is there not a {shape} in the image?",
+        "does the image not contain a {shape}?",
         "is no {shape} present?",
     ),
     # Without a reference ("the shape") only in one-object scenes.
-    "shape": ("what shape does the image contain?", "what shape is in the image?", "what shape is present?",
-              "what is the {color} shape?"),
-    "color": ("what color is the shape?", "what is the color of the shape?", "what color is the {shape}?",
-              "what is the color of the {shape}?"),
+    "shape": (
+        "what shape does the image contain?",
+        "what shape is in the image?",
+        "what shape is present?",
+        "what is the {color} shape?",
+    ),
+    "color": (
+        "what color is the shape?",
+        "what is the color of the shape?",
+        "what color is the {shape}?",
+        "what is the color of the {shape}?",
+    ),
     "count": ("how many shapes are there?", "how many shapes are in the image?"),
     # "the left/right": every pixel of the object's box in that half of the frame (objects across the middle are
     # not asked about); "left or right of": the two boxes' column ranges do not overlap.
@@ -93,8 +135,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "left_of": ("is the {a} to the left of the {b}?", "is the {a} to the right of the {b}?"),
 }
 QUESTION_TYPES: tuple[str, ...] = tuple(TEMPLATES)
-_NEGATED = frozenset(t for t in TEMPLATES["color_presence"] + TEMPLATES["shape_presence"]
-                     if " not " in t or t.startswith("is no "))
+_NEGATED = frozenset(
+    t for t in TEMPLATES["color_presence"] + TEMPLATES["shape_presence"] if " not " in t or t.startswith("is no ")
+)
 _SPLIT_CODE = {"train": 0, "test": 1}
 
 
@@ -125,36 +168,87 @@ class Photo:
         """The file inside the installed package (found without importing it); FileNotFoundError if absent."""
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"photo {self.name!r} ships in the PyPI package {self.pypi!r}, which is not "
-                                    f"installed (pip install {self.pypi}); nothing is downloaded")
+            raise FileNotFoundError(
+                f"photo {self.name!r} ships in the PyPI package {self.pypi!r}, which is not "
+                f"installed (pip install {self.pypi}); nothing is downloaded"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / self.relpath
         if not path.is_file():
-            raise FileNotFoundError(f"photo {self.name!r} not found at {path} (package {self.pypi}); "
-                                    f"nothing is downloaded")
+            raise FileNotFoundError(
+                f"photo {self.name!r} not found at {path} (package {self.pypi}); nothing is downloaded"
+            )
         return path
 
 
 PHOTOS: tuple[Photo, ...] = (
-    Photo("astronaut", "scikit-image", "skimage", "data/astronaut.png", "train",
-          "public domain (NASA)", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
-    Photo("chelsea", "scikit-image", "skimage", "data/chelsea.png", "train",
-          "CC0 (Stefan van der Walt)", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
-    Photo("rocket", "scikit-image", "skimage", "data/rocket.jpg", "train",
-          "public domain (SpaceX)", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
-    Photo("china", "scikit-learn", "sklearn", "datasets/images/china.jpg", "train",
-          "CC BY 2.0 (danielbuechele, Flickr)", "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"),
-    Photo("grace_hopper", "matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "train",
-          "not stated by matplotlib; US Navy portrait (public domain)",
-          "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"),
-    Photo("coffee", "scikit-image", "skimage", "data/coffee.png", "test",
-          "CC0 (Rachel Michetti)", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
-    Photo("flower", "scikit-learn", "sklearn", "datasets/images/flower.jpg", "test",
-          "CC BY 2.0 (vultilion, Flickr)", "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"),
+    Photo(
+        "astronaut",
+        "scikit-image",
+        "skimage",
+        "data/astronaut.png",
+        "train",
+        "public domain (NASA)",
+        "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+    ),
+    Photo(
+        "chelsea",
+        "scikit-image",
+        "skimage",
+        "data/chelsea.png",
+        "train",
+        "CC0 (Stefan van der Walt)",
+        "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
+    ),
+    Photo(
+        "rocket",
+        "scikit-image",
+        "skimage",
+        "data/rocket.jpg",
+        "train",
+        "public domain (SpaceX)",
+        "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
+    ),
+    Photo(
+        "china",
+        "scikit-learn",
+        "sklearn",
+        "datasets/images/china.jpg",
+        "train",
+        "CC BY 2.0 (danielbuechele, Flickr)",
+        "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29",
+    ),
+    Photo(
+        "grace_hopper",
+        "matplotlib",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+        "train",
+        "not stated by matplotlib; US Navy portrait (public domain)",
+        "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
+    ),
+    Photo(
+        "coffee",
+        "scikit-image",
+        "skimage",
+        "data/coffee.png",
+        "test",
+        "CC0 (Rachel Michetti)",
+        "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
+    ),
+    Photo(
+        "flower",
+        "scikit-learn",
+        "sklearn",
+        "datasets/images/flower.jpg",
+        "test",
+        "CC BY 2.0 (vultilion, Flickr)",
+        "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638",
+    ),
 )
 _PHOTO = {p.name: p for p in PHOTOS}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo_rgb(name: str) -> np.ndarray:
     """The decoded photo, uint8 [h, w, 3], read-only."""
     from PIL import Image
@@ -163,16 +257,18 @@ def _photo_rgb(name: str) -> np.ndarray:
     data = photo.path().read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != photo.sha256:
-        raise ValueError(f"photo {name!r} ({photo.pypi}) has sha256 {digest}, the scene set was defined on "
-                         f"{photo.sha256}: another version of the package ships another file; pin it or update "
-                         f"PHOTOS and the card")
+        raise ValueError(
+            f"photo {name!r} ({photo.pypi}) has sha256 {digest}, the scene set was defined on "
+            f"{photo.sha256}: another version of the package ships another file; pin it or update "
+            f"PHOTOS and the card"
+        )
     with Image.open(io.BytesIO(data)) as im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     rgb.setflags(write=False)
     return rgb
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo_integral(name: str) -> np.ndarray:
     """Summed-area table of the photo, int64 [h + 1, w + 1, 3]: exact box means for the contrast check."""
     rgb = _photo_rgb(name).astype(np.int64)
@@ -224,12 +320,12 @@ def _label(questions: Sequence[str], answers: Sequence[str], words: tuple[str, .
     return None, "not established by the answers"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _easyvqa(split: str) -> dict[int, easyvqa.VQAImage]:
     return {item.image_id: item for item in easyvqa.load_split(split)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _labels(split: str) -> dict[int, tuple[str | None, str | None, str]]:
     """vqa id → (shape, colour, how): labels from the answers only (no pixels read)."""
     out = {}
@@ -244,7 +340,7 @@ def _labels(split: str) -> dict[int, tuple[str | None, str | None, str]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pool(split: str) -> dict[tuple[str, str], tuple[int, ...]]:
     """(shape, colour) → the split's vqa ids labelled so by their answers, ascending."""
     pool: dict[tuple[str, str], list[int]] = {(s, c): [] for s in SHAPES for c in COLOURS}
@@ -254,7 +350,7 @@ def _pool(split: str) -> dict[tuple[str, str], tuple[int, ...]]:
     return {k: tuple(v) for k, v in pool.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cut(split: str, vqa_id: int) -> _Cutout | str:
     """The cut-out, or why the image cannot give one.
 
@@ -288,9 +384,15 @@ def _cut(split: str, vqa_id: int) -> _Cutout | str:
         return "too small"
     bw, bh = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
     fill = int(solid.sum()) / (bw * bh)
-    geometric = ("rectangle" if fill >= 0.93 else
-                 "circle" if fill >= 0.70 and abs(bw - bh) <= 1 else
-                 "triangle" if fill < 0.70 else "unknown")
+    geometric = (
+        "rectangle"
+        if fill >= 0.93
+        else "circle"
+        if fill >= 0.70 and abs(bw - bh) <= 1
+        else "triangle"
+        if fill < 0.70
+        else "unknown"
+    )
     if geometric != shape:
         return "geometry disagrees with the label"
     ys, xs = np.nonzero(alpha > 0)
@@ -328,8 +430,9 @@ def _taps(n_out: int, length: int, bits: int, inset: int = 0) -> tuple[np.ndarra
     return i0, np.minimum(i0 + 1, length - 1), s - (i0 << bits)
 
 
-def _resize_bilinear(src: np.ndarray, out_w: int, out_h: int, bits: int = 4, mirror: bool = False,
-                     inset: int = 0) -> np.ndarray:
+def _resize_bilinear(
+    src: np.ndarray, out_w: int, out_h: int, bits: int = 4, mirror: bool = False, inset: int = 0
+) -> np.ndarray:
     """Fixed-point bilinear resize, uint8 [h, w(, c)] → uint8 [out_h, out_w(, c)]: integers only, bit-exact anywhere.
 
     Sample positions are quantised to 1/2**bits px: 4 bits (1/16 px, invisible at the 1-3.3x of the backgrounds)
@@ -515,8 +618,14 @@ def _draw_crop(draws: _Draws, photo_w: int, photo_h: int, width: int, height: in
     return x0, y0, x0 + cw, y0 + ch
 
 
-def _contrast_ok(photo: str, crop: tuple[int, int, int, int], flip: bool, size: tuple[int, int],
-                 box: tuple[int, int, int, int], colour: str) -> bool:
+def _contrast_ok(
+    photo: str,
+    crop: tuple[int, int, int, int],
+    flip: bool,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    colour: str,
+) -> bool:
     """Whether ``colour`` stands out from the photo's mean colour under ``box`` (mapped back into the photo)."""
     width, height = size
     cx0, cy0, cx1, cy1 = crop
@@ -536,8 +645,15 @@ def _gap(width: int) -> int:
     return width // 64
 
 
-def _draw_object(draws: _Draws, split: str, photo: str, crop: tuple[int, int, int, int], flip: bool,
-                 size: tuple[int, int], placed: list[SceneObject]) -> SceneObject:
+def _draw_object(
+    draws: _Draws,
+    split: str,
+    photo: str,
+    crop: tuple[int, int, int, int],
+    flip: bool,
+    size: tuple[int, int],
+    placed: list[SceneObject],
+) -> SceneObject:
     """Shape and colour uniform, an easy-vqa image with those labels, a width, a free and contrasting place."""
     width, height = size
     w_min = (MIN_OBJECT_PCT * width + 99) // 100
@@ -561,8 +677,13 @@ def _draw_object(draws: _Draws, split: str, photo: str, crop: tuple[int, int, in
         for _ in range(30):
             x0, y0 = draws.between(0, width - tw), draws.between(0, height - th)
             box = (x0, y0, x0 + tw, y0 + th)
-            if any(box[0] < o.box[2] + gap and o.box[0] < box[2] + gap and
-                   box[1] < o.box[3] + gap and o.box[1] < box[3] + gap for o in placed):
+            if any(
+                box[0] < o.box[2] + gap
+                and o.box[0] < box[2] + gap
+                and box[1] < o.box[3] + gap
+                and o.box[1] < box[3] + gap
+                for o in placed
+            ):
                 continue
             if not _contrast_ok(photo, crop, flip, size, box, colour):
                 continue
@@ -631,8 +752,12 @@ def _ask_position(draws: _Draws, objects: Sequence[SceneObject], width: int, qty
     """Left/right questions: template, then the answer at 50 %, then objects (and references) that make it so."""
     n = len(objects)
     refs = [_refs(objects, k) for k in range(n)]
-    pairs = [(i, j) for i in range(n) for j in range(n)
-             if i != j and refs[i] and refs[j] and _left_of(objects[i], objects[j]) is not None]
+    pairs = [
+        (i, j)
+        for i in range(n)
+        for j in range(n)
+        if i != j and refs[i] and refs[j] and _left_of(objects[i], objects[j]) is not None
+    ]
     # candidates[template] = [(answer, a, b | None)]
     candidates: dict[str, list[tuple[str, int, int | None]]] = {}
     for template in TEMPLATES[qtype]:
@@ -680,8 +805,7 @@ def _ask(draws: _Draws, objects: Sequence[SceneObject], width: int) -> list[tupl
 
 
 # ------------------------------------------------------------------------------------------------------------ API
-def make_item(split: str, index: int, seed: int = 0,
-              sizes: Sequence[tuple[int, int]] = FRAME_SIZES) -> SceneItem:
+def make_item(split: str, index: int, seed: int = 0, sizes: Sequence[tuple[int, int]] = FRAME_SIZES) -> SceneItem:
     """Scene ``index`` of a split, independent of any other scene.
 
     Args:
@@ -710,12 +834,29 @@ def make_item(split: str, index: int, seed: int = 0,
     for _ in range(draws.between(1, MAX_OBJECTS)):
         objects.append(_draw_object(draws, split, photo, crop, flip, size, objects))
     qa = _ask(draws, objects, size[0])
-    return SceneItem(int(index), split, int(seed), photo, crop, flip, size, tuple(objects),
-                     tuple(q for q, _, _ in qa), tuple(a for _, a, _ in qa), tuple(t for _, _, t in qa))
+    return SceneItem(
+        int(index),
+        split,
+        int(seed),
+        photo,
+        crop,
+        flip,
+        size,
+        tuple(objects),
+        tuple(q for q, _, _ in qa),
+        tuple(a for _, a, _ in qa),
+        tuple(t for _, _, t in qa),
+    )
 
 
-def load_split(split: str, n_images: int | None = None, seed: int = 0, *, limit: int | None = None,
-               sizes: Sequence[tuple[int, int]] = FRAME_SIZES) -> list[SceneItem]:
+def load_split(
+    split: str,
+    n_images: int | None = None,
+    seed: int = 0,
+    *,
+    limit: int | None = None,
+    sizes: Sequence[tuple[int, int]] = FRAME_SIZES,
+) -> list[SceneItem]:
     """The first scenes of a split, in index order.
 
     Args:
@@ -742,8 +883,12 @@ def load_split(split: str, n_images: int | None = None, seed: int = 0, *, limit:
         if remaining is not None:
             keep = min(remaining, len(item.questions))
             if keep < len(item.questions):
-                item = replace(item, questions=item.questions[:keep], answers=item.answers[:keep],
-                               question_types=item.question_types[:keep])
+                item = replace(
+                    item,
+                    questions=item.questions[:keep],
+                    answers=item.answers[:keep],
+                    question_types=item.question_types[:keep],
+                )
             remaining -= keep
         out.append(item)
         if remaining is not None and remaining <= 0:
@@ -767,10 +912,23 @@ def answer_balance(items: Sequence[SceneItem]) -> dict[str, dict[str, int]]:
 
 def _spec_json(item: SceneItem) -> dict:
     return {
-        "image_id": item.image_id, "split": item.split, "seed": item.seed, "background": item.background,
-        "crop": list(item.crop), "flip": item.flip, "size": list(item.size),
-        "objects": [{"vqa_id": o.vqa_id, "shape": o.shape, "color": o.color, "box": list(o.box),
-                     "source_box": list(o.source_box)} for o in item.objects],
+        "image_id": item.image_id,
+        "split": item.split,
+        "seed": item.seed,
+        "background": item.background,
+        "crop": list(item.crop),
+        "flip": item.flip,
+        "size": list(item.size),
+        "objects": [
+            {
+                "vqa_id": o.vqa_id,
+                "shape": o.shape,
+                "color": o.color,
+                "box": list(o.box),
+                "source_box": list(o.source_box),
+            }
+            for o in item.objects
+        ],
     }
 
 
@@ -780,8 +938,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, required=True)
     parser.add_argument("--n", type=int, default=20, help="number of scenes (default 20)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=["mixed"] + [f"{w}x{h}" for w, h in FRAME_SIZES], default="mixed",
-                        help="frame size (default: drawn per scene from both)")
+    parser.add_argument(
+        "--size",
+        choices=["mixed"] + [f"{w}x{h}" for w, h in FRAME_SIZES],
+        default="mixed",
+        help="frame size (default: drawn per scene from both)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     args = parser.parse_args(argv)
     sizes = FRAME_SIZES if args.size == "mixed" else (tuple(int(v) for v in args.size.split("x")),)
@@ -800,8 +962,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sf.write(json.dumps({"image": image, **_spec_json(item)}) + "\n")
             for j, (q, a, t) in enumerate(zip(item.questions, item.answers, item.question_types)):
                 qf.write(json.dumps({"image": image, "question": q, "answer": a, "question_type": t}) + "\n")
-                llava.append({"id": f"{item.name}_q{j}", "image": image, "conversations": [
-                    {"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]})
+                llava.append(
+                    {
+                        "id": f"{item.name}_q{j}",
+                        "image": image,
+                        "conversations": [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}],
+                    }
+                )
     (args.out / "llava.json").write_text(json.dumps(llava, indent=1) + "\n")
     print(f"{len(items)} scenes, {len(llava)} questions → {args.out}")
     return 0

@@ -50,8 +50,10 @@ class Deployment:
         self._halves: dict[str, tuple] = {}
         self._servers: dict[str, tuple] = {}
         self._codecs: dict[tuple, object] = {}
-        self._learned = {p.model: [p.codec for p in points if p.kind == "features" and p.codec.endswith(
-            ".safetensors")] for p in points}
+        self._learned = {
+            p.model: [p.codec for p in points if p.kind == "features" and p.codec.endswith(".safetensors")]
+            for p in points
+        }
 
     def codec(self, point: Point):
         from tofc_ros.codec import load_codec
@@ -77,8 +79,10 @@ class Deployment:
 
             _, srv = self.halves(model)
             codecs = [load_codec(c) for c in dict.fromkeys(self._learned.get(model, []))]
-            self._servers[model] = (FrameDecoder(codecs, srv.spec, srv.fingerprint, accept_images=True),
-                                    ModelAnswerer(srv))
+            self._servers[model] = (
+                FrameDecoder(codecs, srv.spec, srv.fingerprint, accept_images=True),
+                ModelAnswerer(srv),
+            )
         return self._servers[model]
 
     def encoder(self, point: Point):
@@ -94,5 +98,6 @@ class Deployment:
 
             def merge(x, n_c, method=point.merge):
                 return merge_features(x, n_c, method)
+
         dev, _ = self.halves(point.model)
         return FeatureEncoder(dev, codec, point.n_c, merge=merge)

@@ -42,10 +42,12 @@ def measure(model: str, codec_path: str, n_c: int, images: int, jpeg_q: int, web
     """Median device ms, server ms and payload bytes per mode over the first ``images`` test images."""
     from tofc_ros.backbones import GenerationOptions
 
-    modes = [Point(f"tofc n_c={n_c}", "tofc", "features", codec_path, model, n_c=n_c),
-             Point(f"jpeg q={jpeg_q}", "jpeg", "image", "jpeg/1", model, {"quality": jpeg_q}),
-             Point(f"webp q={webp_q}", "webp", "image", "webp/1", model, {"quality": webp_q}),
-             Point("raw image", "rgb8", "image", "rgb8/1", model)]
+    modes = [
+        Point(f"tofc n_c={n_c}", "tofc", "features", codec_path, model, n_c=n_c),
+        Point(f"jpeg q={jpeg_q}", "jpeg", "image", "jpeg/1", model, {"quality": jpeg_q}),
+        Point(f"webp q={webp_q}", "webp", "image", "webp/1", model, {"quality": webp_q}),
+        Point("raw image", "rgb8", "image", "rgb8/1", model),
+    ]
     deployment = Deployment(modes)
     decoder, answerer = deployment.server(model)
     answerer.options = GenerationOptions(max_new_tokens=8)
@@ -74,10 +76,14 @@ def model_latency(measured: dict, rates_mbps=(1.0, 10.0, 100.0)) -> dict:
     out = {}
     for rate in rates_mbps:
         out[f"{rate:g} Mbps"] = {
-            mode: {"device_ms": m["device_ms"], "transfer_ms": m["bytes"] * 8 / (rate * 1e6) * 1e3,
-                   "server_ms": m["server_ms"],
-                   "total_ms": m["device_ms"] + m["bytes"] * 8 / (rate * 1e6) * 1e3 + m["server_ms"]}
-            for mode, m in measured.items()}
+            mode: {
+                "device_ms": m["device_ms"],
+                "transfer_ms": m["bytes"] * 8 / (rate * 1e6) * 1e3,
+                "server_ms": m["server_ms"],
+                "total_ms": m["device_ms"] + m["bytes"] * 8 / (rate * 1e6) * 1e3 + m["server_ms"],
+            }
+            for mode, m in measured.items()
+        }
     return out
 
 
@@ -126,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     lat = model_latency(measured)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"measured_on": "this machine (2-core CPU, shared), torch threads = %d" % torch.get_num_threads(),
-            "images": args.images, "measured_median": measured, "model": lat}
+    data = {
+        "measured_on": f"this machine (2-core CPU, shared), torch threads = {torch.get_num_threads()}",
+        "images": args.images,
+        "measured_median": measured,
+        "model": lat,
+    }
     (out / "latency.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     _plot(lat, out / "latency.png")
     print(json.dumps(data, indent=2))

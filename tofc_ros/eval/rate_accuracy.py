@@ -28,7 +28,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tofc_ros.data.easyvqa import VQAImage, load_split, num_questions
@@ -56,8 +55,13 @@ class PointResult:
 
 
 @torch.inference_mode()
-def evaluate_point(point: Point, items: list[VQAImage], deployment: Deployment | None = None,
-                   batch_images: int = 16, progress: bool = False) -> PointResult:
+def evaluate_point(
+    point: Point,
+    items: list[VQAImage],
+    deployment: Deployment | None = None,
+    batch_images: int = 16,
+    progress: bool = False,
+) -> PointResult:
     """Run one point over the images: the device's encoder, the server's decoder and answerer."""
     deployment = deployment or Deployment([point])
     encoder = deployment.encoder(point)
@@ -70,7 +74,7 @@ def evaluate_point(point: Point, items: list[VQAImage], deployment: Deployment |
 
         rng = tqdm(rng, desc=point.name, leave=False)
     for s in rng:
-        chunk = items[s: s + batch_images]
+        chunk = items[s : s + batch_images]
         frames = []
         for item in chunk:
             rgb = item.rgb()
@@ -87,8 +91,20 @@ def evaluate_point(point: Point, items: list[VQAImage], deployment: Deployment |
         correct += sum(sum(row) for row in hits)
         questions += sum(len(row) for row in hits)
     n = max(len(items), 1)
-    return PointResult(point.name, point.family, total_bytes / n, correct / max(questions, 1), correct, questions,
-                       len(items), point.n_c, point.codec, point.model, 1e3 * device_s / n, 1e3 * server_s / n)
+    return PointResult(
+        point.name,
+        point.family,
+        total_bytes / n,
+        correct / max(questions, 1),
+        correct,
+        questions,
+        len(items),
+        point.n_c,
+        point.codec,
+        point.model,
+        1e3 * device_s / n,
+        1e3 * server_s / n,
+    )
 
 
 def bytes_at_accuracy(results: list[PointResult], family: str, accuracy: float) -> float | None:
@@ -118,11 +134,12 @@ def bytes_at_accuracy(results: list[PointResult], family: str, accuracy: float) 
 
 
 def _table(results: list[PointResult]) -> str:
-    lines = ["| point | family | n_c | bytes / image | accuracy | questions |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| point | family | n_c | bytes / image | accuracy | questions |", "|---|---|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: (r.family, r.bytes_per_image)):
-        lines.append(f"| {r.name} | {r.family} | {r.n_c or '–'} | {r.bytes_per_image:,.1f} | "
-                     f"{100 * r.accuracy:.2f} % | {r.questions} |")
+        lines.append(
+            f"| {r.name} | {r.family} | {r.n_c or '–'} | {r.bytes_per_image:,.1f} | "
+            f"{100 * r.accuracy:.2f} % | {r.questions} |"
+        )
     return "\n".join(lines)
 
 
@@ -161,11 +178,19 @@ def _tofc_point(spec: str, default_model: str, default_n_c: int) -> Point:
         summary = json.loads((p / "summary.json").read_text(encoding="utf-8"))
         cfg = summary["config"]
         model = str(p / "model") if (p / "model" / "config.json").is_file() else cfg["model"]
-        return Point(name=f"tofc {p.name}", family="tofc", kind="features", codec=str(p / "codec.safetensors"),
-                     model=model, n_c=int(n_c or cfg["n_c"]), merge=cfg.get("merge", "dpc_knn"))
+        return Point(
+            name=f"tofc {p.name}",
+            family="tofc",
+            kind="features",
+            codec=str(p / "codec.safetensors"),
+            model=model,
+            n_c=int(n_c or cfg["n_c"]),
+            merge=cfg.get("merge", "dpc_knn"),
+        )
     n = int(n_c or default_n_c)
-    return Point(name=f"tofc n_c={n} {p.stem}", family="tofc", kind="features", codec=str(p), model=default_model,
-                 n_c=n)
+    return Point(
+        name=f"tofc n_c={n} {p.stem}", family="tofc", kind="features", codec=str(p), model=default_model, n_c=n
+    )
 
 
 def build_points(args) -> list[Point]:
@@ -184,8 +209,14 @@ def build_points(args) -> list[Point]:
     return pts
 
 
-def run(points: list[Point], limit: int | None, out_dir: Path, progress: bool = True,
-        title: str = "easy-vqa test", include: list[Path] = ()) -> dict:
+def run(
+    points: list[Point],
+    limit: int | None,
+    out_dir: Path,
+    progress: bool = True,
+    title: str = "easy-vqa test",
+    include: list[Path] = (),
+) -> dict:
     """Evaluate the points and write results.json, table.md and rate_accuracy.png.
 
     ``include``: earlier output directories whose results (same split and limit) join this table and plot.
@@ -218,10 +249,17 @@ def run(points: list[Point], limit: int | None, out_dir: Path, progress: bool = 
             row["accuracy_drop_vs_raw_points"] = 100 * (raw.accuracy - r.accuracy)
         comparisons[r.name] = row
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"split": "test", "limit": limit, "images": len(items), "questions": num_questions(items),
-            "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
-            "seconds": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads(),
-            "results": [asdict(r) for r in results], "comparisons": comparisons}
+    data = {
+        "split": "test",
+        "limit": limit,
+        "images": len(items),
+        "questions": num_questions(items),
+        "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "torch_threads": torch.get_num_threads(),
+        "results": [asdict(r) for r in results],
+        "comparisons": comparisons,
+    }
     (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out_dir / "table.md").write_text(_table(results) + "\n", encoding="utf-8")
     _plot(results, out_dir / "rate_accuracy.png", f"{title} ({num_questions(items)} questions)")
@@ -232,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="models/easyvqa-tiny-ov", help="llava-hf directory for the baselines")
-    ap.add_argument("--tofc", action="append", default=[],
-                    help="CODEC.safetensors[:n_c] (backbone --model) or a tofc training run directory; repeatable")
+    ap.add_argument(
+        "--tofc",
+        action="append",
+        default=[],
+        help="CODEC.safetensors[:n_c] (backbone --model) or a tofc training run directory; repeatable",
+    )
     ap.add_argument("--n-c", type=int, default=16, help="n_c for --tofc codecs given without one")
     ap.add_argument("--merge", default="16", help="merging-only (fp16) points, comma-separated n_c")
     ap.add_argument("--no-raw", dest="raw", action="store_false", help="skip raw fp16 and fp16+zstd")
@@ -247,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    data = run(build_points(args), args.limit, Path(args.out), progress=not args.no_progress,
-               include=[Path(p) for p in args.include])
+    data = run(
+        build_points(args),
+        args.limit,
+        Path(args.out),
+        progress=not args.no_progress,
+        include=[Path(p) for p in args.include],
+    )
     print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
     print(json.dumps(data["comparisons"], indent=2))
     return 0

@@ -11,5 +11,13 @@ from .errors import LaunchError
 from .plan import ArgumentDecl, LaunchPlan, NodeInfo, ProcessSpec
 from .process_group import run
 
-__all__ = ['ArgumentDecl', 'LaunchError', 'LaunchPlan', 'NodeInfo', 'ProcessSpec',
-           'declared_arguments', 'load_launch_description', 'run']
+__all__ = [
+    "ArgumentDecl",
+    "LaunchError",
+    "LaunchPlan",
+    "NodeInfo",
+    "ProcessSpec",
+    "declared_arguments",
+    "load_launch_description",
+    "run",
+]

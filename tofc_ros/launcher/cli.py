@@ -15,7 +15,6 @@ import argparse
 import os
 import shlex
 import sys
-from typing import Dict, List, Optional, Tuple
 
 from tofc_ros.ament_index import PackageNotFoundError
 from tofc_ros.ament_index import package_share as _package_share
@@ -29,23 +28,39 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_LAUNCH = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog='python -m tofc_ros.launcher',
-        description='Run a ROS 2 XML or YAML launch file (the subset tofc_ros uses) without '
-                    'ros2 launch. Give <package> <file> or <path/to/file>, then name:=value '
-                    'launch arguments.',
-        epilog='Exit status: 0 clean, 1 a process failed, 2 bad launch file or arguments.')
-    p.add_argument('targets', nargs='*', metavar='package file | path [name:=value ...]')
-    p.add_argument('-s', '--show-args', '--show-arguments', action='store_true',
-                   help='list the launch file\'s arguments with defaults and descriptions')
-    p.add_argument('-p', '--print', '--dry-run', dest='dry_run', action='store_true',
-                   help='print the resolved command lines and exit without running them')
-    p.add_argument('--grace-period', type=float, default=5.0, metavar='S',
-                   help='seconds to wait after SIGINT before SIGTERM, and after SIGTERM before '
-                        'SIGKILL (default 5)')
+        prog="python -m tofc_ros.launcher",
+        description="Run a ROS 2 XML or YAML launch file (the subset tofc_ros uses) without "
+        "ros2 launch. Give <package> <file> or <path/to/file>, then name:=value "
+        "launch arguments.",
+        epilog="Exit status: 0 clean, 1 a process failed, 2 bad launch file or arguments.",
+    )
+    p.add_argument("targets", nargs="*", metavar="package file | path [name:=value ...]")
+    p.add_argument(
+        "-s",
+        "--show-args",
+        "--show-arguments",
+        action="store_true",
+        help="list the launch file's arguments with defaults and descriptions",
+    )
+    p.add_argument(
+        "-p",
+        "--print",
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="print the resolved command lines and exit without running them",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait after SIGINT before SIGTERM, and after SIGTERM before SIGKILL (default 5)",
+    )
     return p
 
 
-def split_targets(targets: List[str]) -> Tuple[List[str], Dict[str, str]]:
+def split_targets(targets: list[str]) -> tuple[list[str], dict[str, str]]:
     """Positional words and ``name:=value`` launch arguments, checked as ``ros2 launch`` does.
 
     ``name:=`` (an empty value) and ``:=value`` are refused, as by ros2 launch (give the argument an
@@ -53,28 +68,31 @@ def split_targets(targets: List[str]) -> Tuple[List[str], Dict[str, str]]:
     """
     words, launch_args = [], {}
     for t in targets:
-        if ':=' in t:
-            if t.startswith(':=') or (t.count(':=') == 1 and t.endswith(':=')):
-                raise LaunchError(f"malformed launch argument '{t}', expected format "
-                                  "'<name>:=<value>' with a value (ros2 launch refuses an empty "
-                                  "one too: give the argument an empty default instead)")
-            name, value = t.split(':=', 1)
+        if ":=" in t:
+            if t.startswith(":=") or (t.count(":=") == 1 and t.endswith(":=")):
+                raise LaunchError(
+                    f"malformed launch argument '{t}', expected format "
+                    "'<name>:=<value>' with a value (ros2 launch refuses an empty "
+                    "one too: give the argument an empty default instead)"
+                )
+            name, value = t.split(":=", 1)
             launch_args[name] = value
         else:
             words.append(t)
     return words, launch_args
 
 
-def find_launch_file(words: List[str]) -> str:
+def find_launch_file(words: list[str]) -> str:
     """``<path>`` or ``<package> <file name>`` (searched under the package's share folder)."""
     if len(words) == 1:
         if not os.path.isfile(words[0]):
-            raise LaunchError(f"launch file '{words[0]}' not found (give <package> <file> or a "
-                              "path to a launch file)")
+            raise LaunchError(f"launch file '{words[0]}' not found (give <package> <file> or a path to a launch file)")
         return words[0]
     if len(words) != 2:
-        raise LaunchError('expected <package> <launch file> or <path/to/launch file>, got '
-                          f'{len(words)} positional argument(s): {" ".join(words) or "none"}')
+        raise LaunchError(
+            "expected <package> <launch file> or <path/to/launch file>, got "
+            f"{len(words)} positional argument(s): {' '.join(words) or 'none'}"
+        )
     package, name = words
     try:
         share = _package_share(package, os.environ)
@@ -85,59 +103,56 @@ def find_launch_file(words: List[str]) -> str:
         if name in files:
             matches.append(os.path.join(folder, name))
     if not matches:
-        raise LaunchError(f"file '{name}' was not found in the share directory of package "
-                          f"'{package}' ({share})")
+        raise LaunchError(f"file '{name}' was not found in the share directory of package '{package}' ({share})")
     if len(matches) > 1:
-        raise LaunchError(f"file '{name}' is ambiguous in package '{package}': "
-                          + ', '.join(sorted(matches)))
+        raise LaunchError(f"file '{name}' is ambiguous in package '{package}': " + ", ".join(sorted(matches)))
     return matches[0]
 
 
 def show_args(path: str) -> None:
     args = declared_arguments(path)
     if not args:
-        print('No arguments.')
+        print("No arguments.")
         return
     print("Arguments (pass arguments as '<name>:=<value>'):\n")
     for a in args:
         print(f"    '{a.name}':")
-        print(f'        {a.description or "no description given"}')
+        print(f"        {a.description or 'no description given'}")
         if a.choices:
             print(f"        Valid choices are: {a.choices}")
-        print('        (default: ' + ("'" + a.default + "'" if a.default is not None else
-                                      'none, required') + ')\n')
+        print("        (default: " + ("'" + a.default + "'" if a.default is not None else "none, required") + ")\n")
 
 
 def print_plan(plan) -> None:
     for label, spec in zip(plan.labels(), plan.processes):
-        print(f'[{label}] {spec.source}')
+        print(f"[{label}] {spec.source}")
         changed = {k: v for k, v in spec.env.items() if os.environ.get(k) != v}
         removed = sorted(k for k in os.environ if k not in spec.env)
         for k in sorted(changed):
-            print(f'  env {k}={shlex.quote(changed[k])}')
+            print(f"  env {k}={shlex.quote(changed[k])}")
         for k in removed:
-            print(f'  env -u {k}')
+            print(f"  env -u {k}")
         if spec.cwd:
-            print(f'  cwd {spec.cwd}')
+            print(f"  cwd {spec.cwd}")
         if spec.on_exit_shutdown:
-            print('  on_exit shutdown')
-        print('  ' + shlex.join(spec.cmd))
+            print("  on_exit shutdown")
+        print("  " + shlex.join(spec.cmd))
         if plan.temp_dir and spec.node:
             for f in spec.node.param_files:
                 if f.startswith(plan.temp_dir + os.sep):
                     with open(f) as h:
-                        content = h.read().rstrip().replace('\n', '\n  #   ')
-                    print(f'  # {os.path.basename(f)} (temporary):\n  #   {content}')
+                        content = h.read().rstrip().replace("\n", "\n  #   ")
+                    print(f"  # {os.path.basename(f)} (temporary):\n  #   {content}")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         ns = parser.parse_intermixed_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
     if ns.grace_period < 0:
-        print('error: --grace-period must be >= 0', file=sys.stderr)
+        print("error: --grace-period must be >= 0", file=sys.stderr)
         return EXIT_BAD_LAUNCH
     try:
         words, launch_args = split_targets(ns.targets)
@@ -147,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EXIT_OK
         plan = load_launch_description(path, launch_args)
     except LaunchError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_LAUNCH
     if ns.dry_run:
         with plan:
@@ -156,5 +171,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(plan, grace_period=ns.grace_period)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

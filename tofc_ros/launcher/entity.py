@@ -6,8 +6,9 @@ names are kept as written: launch knows ``set_env`` but not ``set-env``, and bot
 ``push_ros_namespace`` only because it registers both.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any
 
 from .errors import LaunchError
 
@@ -17,18 +18,18 @@ class Entity:
     """A launch tag. XML attributes are strings; YAML ones keep their YAML type."""
 
     kind: str
-    attrs: Dict[str, Any]
-    children: List['Entity'] = field(default_factory=list)
-    file: Optional[str] = None
-    line: Optional[int] = None
-    yaml: bool = False                   # read by the YAML frontend (typed attribute values)
+    attrs: dict[str, Any]
+    children: list["Entity"] = field(default_factory=list)
+    file: str | None = None
+    line: int | None = None
+    yaml: bool = False  # read by the YAML frontend (typed attribute values)
 
     def error(self, what: str) -> LaunchError:
-        return LaunchError(f'<{self.kind}>: {what}', self.file, self.line)
+        return LaunchError(f"<{self.kind}>: {what}", self.file, self.line)
 
-    def check(self, allowed_attrs: Iterable[str],
-              allowed_children: Optional[Iterable[str]] = (),
-              launch_only: Iterable[str] = ()) -> None:
+    def check(
+        self, allowed_attrs: Iterable[str], allowed_children: Iterable[str] | None = (), launch_only: Iterable[str] = ()
+    ) -> None:
         """Refuse anything this runner does not implement, rather than silently ignoring it.
 
         ``launch_only`` names attributes ROS 2 launch accepts here but this runner does not.
@@ -37,19 +38,22 @@ class Entity:
         launch_only = set(launch_only)
         for name in self.attrs:
             if name in launch_only:
-                raise self.error(f"attribute '{name}' is not supported by this runner (ROS 2 launch "
-                                 f"has it; supported here: {', '.join(sorted(allowed_attrs))})")
+                raise self.error(
+                    f"attribute '{name}' is not supported by this runner (ROS 2 launch "
+                    f"has it; supported here: {', '.join(sorted(allowed_attrs))})"
+                )
             if name not in allowed_attrs:
                 raise self.error(
                     f"unknown attribute '{name}' (ROS 2 launch refuses it too; supported: "
-                    f"{', '.join(sorted(allowed_attrs))})")
+                    f"{', '.join(sorted(allowed_attrs))})"
+                )
         if allowed_children is None:  # the caller dispatches (and refuses) children itself
             return
         allowed_children = set(allowed_children)
         for child in self.children:
             if child.kind not in allowed_children:
-                supported = ', '.join(sorted(allowed_children)) or 'none'
-                raise child.error(f'not allowed inside <{self.kind}> (allowed here: {supported})')
+                supported = ", ".join(sorted(allowed_children)) or "none"
+                raise child.error(f"not allowed inside <{self.kind}> (allowed here: {supported})")
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)

@@ -1,7 +1,5 @@
 """The one exception type of the launch runner."""
 
-from typing import Optional
-
 
 class LaunchError(Exception):
     """A launch file or its arguments cannot be turned into a plan.
@@ -10,7 +8,7 @@ class LaunchError(Exception):
     offending tag: ``device.launch.xml:12: <node>: unsupported attribute 'respawn'``.
     """
 
-    def __init__(self, what: str, file: Optional[str] = None, line: Optional[int] = None):
+    def __init__(self, what: str, file: str | None = None, line: int | None = None):
         self.what = what
         self.file = file
         self.line = line
@@ -20,5 +18,5 @@ class LaunchError(Exception):
         if self.file is None:
             return self.what
         if self.line is None:
-            return f'{self.file}: {self.what}'
-        return f'{self.file}:{self.line}: {self.what}'
+            return f"{self.file}: {self.what}"
+        return f"{self.file}:{self.line}: {self.what}"

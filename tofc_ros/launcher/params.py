@@ -16,7 +16,7 @@ parameter; the runner's errors happen at the same step (reading or running) as l
 """
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Type, Union
+from typing import Any
 
 import yaml
 
@@ -24,36 +24,44 @@ from .substitutions import Context, Template, Where, parse, perform
 
 SCALARS = (int, float, bool, str)
 # type= identifier -> (scalar type or None for YAML rules, is a list)
-TYPES = {'str': (str, False), 'bool': (bool, False), 'float': (float, False), 'int': (int, False),
-         'list_of_str': (str, True), 'list_of_bool': (bool, True), 'list_of_float': (float, True),
-         'list_of_int': (int, True), 'yaml': (None, False)}
+TYPES = {
+    "str": (str, False),
+    "bool": (bool, False),
+    "float": (float, False),
+    "int": (int, False),
+    "list_of_str": (str, True),
+    "list_of_bool": (bool, True),
+    "list_of_float": (float, True),
+    "list_of_int": (int, True),
+    "yaml": (None, False),
+}
 
 
 @dataclass(frozen=True)
 class ValueType:
-    scalar: Optional[Type]    # None: YAML rules
+    scalar: type | None  # None: YAML rules
     is_list: bool = False
 
     def describe(self) -> str:
         if self.scalar is None:
-            return 'a YAML value'
+            return "a YAML value"
         name = self.scalar.__name__
-        return f'a list of {name}' if self.is_list else name
+        return f"a list of {name}" if self.is_list else name
 
 
 ANY = ValueType(None, False)
-Item = Union[int, float, bool, str, Template]
+Item = int | float | bool | str | Template
 
 
 @dataclass(frozen=True)
 class ParamValue:
     """A parameter value after reading: final (``value``) or holding templates to evaluate later."""
 
-    value: Union[Item, List[Item]]
+    value: Item | list[Item]
     type: ValueType
 
 
-def value_type(identifier: Optional[str], where: Where) -> ValueType:
+def value_type(identifier: str | None, where: Where) -> ValueType:
     if identifier is None:
         return ANY
     if identifier not in TYPES:
@@ -96,19 +104,18 @@ def _yaml(text: str, lenient: bool) -> Any:
     except yaml.YAMLError:
         if lenient:
             return text
-        raise _CoerceError('it is not valid YAML') from None
+        raise _CoerceError("it is not valid YAML") from None
     if not _valid(out, lenient):
-        raise _CoerceError(f'YAML reads it as {_describe(out)}, not a bool, int, float, str or a '
-                           'list of one of those')
+        raise _CoerceError(f"YAML reads it as {_describe(out)}, not a bool, int, float, str or a list of one of those")
     return out
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, list):
-        return f'the mixed list {value!r}'
+        return f"the mixed list {value!r}"
     if value is None:
-        return 'null'
-    return f'{type(value).__name__} {value!r}'
+        return "null"
+    return f"{type(value).__name__} {value!r}"
 
 
 def coerce(text: str, vtype: ValueType, lenient: bool) -> Any:
@@ -120,7 +127,7 @@ def coerce(text: str, vtype: ValueType, lenient: bool) -> Any:
         out = _yaml(text, lenient)
         allowed = (str, scalar) if lenient else scalar
         if not isinstance(out, list) or not all(isinstance(x, allowed) for x in out):
-            raise _CoerceError(f'it is not {vtype.describe()}')
+            raise _CoerceError(f"it is not {vtype.describe()}")
         return out
     if scalar is str:
         return text
@@ -130,12 +137,12 @@ def coerce(text: str, vtype: ValueType, lenient: bool) -> Any:
         except ValueError:
             if lenient:
                 return text
-            raise _CoerceError(f'it is not {scalar.__name__}') from None
-    text = {'1': 'true', '0': 'false'}.get(text, text)
+            raise _CoerceError(f"it is not {scalar.__name__}") from None
+    text = {"1": "true", "0": "false"}.get(text, text)
     out = _yaml(text, lenient)
     if isinstance(out, (str, bool) if lenient else bool):
         return out
-    raise _CoerceError('it is not a bool')
+    raise _CoerceError("it is not a bool")
 
 
 def parse_value(raw: Any, vtype: ValueType, name: str, where: Where, *, xml: bool) -> ParamValue:
@@ -144,6 +151,7 @@ def parse_value(raw: Any, vtype: ValueType, name: str, where: Where, *, xml: boo
     Args:
         raw: XML: the attribute text, or the list ``value-sep`` made of it; YAML: the parsed value.
     """
+
     def bad(why: str) -> Exception:
         return where.error(f"<param name='{name}'>: value {raw!r} {why}")
 
@@ -152,17 +160,17 @@ def parse_value(raw: Any, vtype: ValueType, name: str, where: Where, *, xml: boo
         try:
             if isinstance(raw, list):
                 if vtype.scalar is not None and not vtype.is_list:
-                    raise _CoerceError(f'is a list (value-sep), but type is {vtype.describe()}')
+                    raise _CoerceError(f"is a list (value-sep), but type is {vtype.describe()}")
                 value = [coerce(item, ValueType(vtype.scalar), lenient=True) for item in raw]
                 if not _valid(value, lenient=True):
-                    raise _CoerceError('is not a list of one type')
+                    raise _CoerceError("is not a list of one type")
             else:
                 value = coerce(raw, vtype, lenient=True)
         except _CoerceError as e:
-            raise bad(f'cannot be read as {vtype.describe()}: {e}') from None
+            raise bad(f"cannot be read as {vtype.describe()}: {e}") from None
     else:
         if not _is_instance(raw, vtype, lenient=True):
-            raise bad(f'is not {vtype.describe()} (YAML {type(raw).__name__}); quote text')
+            raise bad(f"is not {vtype.describe()} (YAML {type(raw).__name__}); quote text")
         value = raw
 
     # 2. substitutions: literal text is final, text with substitutions is kept for later
@@ -180,17 +188,17 @@ def parse_value(raw: Any, vtype: ValueType, name: str, where: Where, *, xml: boo
 
     value = [read(x) for x in value] if isinstance(value, list) else read(value)
     if len(types) > 1:
-        raise bad('is a list of mixed types (launch requires one type)')
+        raise bad("is a list of mixed types (launch requires one type)")
 
     # launch_ros's ParameterValue: a final scalar must already have the type asked for
     if isinstance(value, SCALARS):
         if vtype.scalar is not None and not _is_instance(value, vtype):
-            raise bad(f'is not {vtype.describe()}')
+            raise bad(f"is not {vtype.describe()}")
         return ParamValue(value, vtype)
     if isinstance(value, Template):
         return ParamValue(value, vtype)
     if vtype.scalar is not None and not vtype.is_list:
-        raise bad(f'is a list, but type is {vtype.describe()}')
+        raise bad(f"is a list, but type is {vtype.describe()}")
     kinds = {Template if isinstance(x, Template) else type(x) for x in value}
     if kinds == {Template}:  # typed item by item when the node runs
         return ParamValue(value, vtype)
@@ -198,15 +206,16 @@ def parse_value(raw: Any, vtype: ValueType, name: str, where: Where, *, xml: boo
     for allowed, result in (({str}, str), ({bool}, bool), ({int}, int), ({int, float}, float)):
         if fixed <= allowed:
             if vtype.scalar not in (None, result):
-                raise bad(f'holds {result.__name__} items, but type is {vtype.describe()}')
+                raise bad(f"holds {result.__name__} items, but type is {vtype.describe()}")
             if result is float:
                 value = [x if isinstance(x, Template) else float(x) for x in value]
             return ParamValue(value, vtype)
-    raise bad('is a list of mixed types (launch requires one type)')
+    raise bad("is a list of mixed types (launch requires one type)")
 
 
 def evaluate(pv: ParamValue, name: str, ctx: Context) -> Any:
     """Step 3: the value the node gets (launch_ros's perform_typed_substitution)."""
+
     def bad(text: str, why: str) -> Exception:
         return ctx.error(f"<param name='{name}'>: value '{text}' {why}")
 
@@ -218,7 +227,7 @@ def evaluate(pv: ParamValue, name: str, ctx: Context) -> Any:
         try:
             return coerce(text, vtype, lenient=False)
         except _CoerceError as e:
-            raise bad(text, f'cannot be {vtype.describe()}: {e}') from None
+            raise bad(text, f"cannot be {vtype.describe()}: {e}") from None
     item_type = ValueType(vtype.scalar)
     out = []
     for item in value:
@@ -227,15 +236,16 @@ def evaluate(pv: ParamValue, name: str, ctx: Context) -> Any:
             try:
                 item = coerce(text, item_type, lenient=False)
             except _CoerceError as e:
-                raise bad(text, f'(a list item) cannot be {item_type.describe()}: {e}') from None
+                raise bad(text, f"(a list item) cannot be {item_type.describe()}: {e}") from None
         out.append(item)
     if not _is_instance(out, vtype if vtype.scalar is not None else ANY):
-        raise ctx.error(f"<param name='{name}'>: the list {out!r} is not "
-                        f"{'a list of one type' if vtype.scalar is None else vtype.describe()}")
+        raise ctx.error(
+            f"<param name='{name}'>: the list {out!r} is not "
+            f"{'a list of one type' if vtype.scalar is None else vtype.describe()}"
+        )
     return out
 
 
-def split_sep(text: str, sep: str) -> List[str]:
+def split_sep(text: str, sep: str) -> list[str]:
     """``value-sep``: launch splits the raw text with Python's str.split."""
     return text.split(sep)
-

@@ -9,7 +9,7 @@ does; the plan owns their folder and :meth:`LaunchPlan.cleanup` (or leaving a ``
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 
 @dataclass
@@ -18,17 +18,17 @@ class NodeInfo:
 
     package: str
     executable: str
-    name: Optional[str]                   # the node name given, None for the node's default
-    namespace: Optional[str]              # absolute, None when neither node nor group set one
-    param_files: List[str]                # --params-file arguments in order (temporary ones included)
-    inline_params: Dict[str, Any]         # every inline <param>, merged, for inspection
-    remaps: List[Tuple[str, str]]
+    name: str | None  # the node name given, None for the node's default
+    namespace: str | None  # absolute, None when neither node nor group set one
+    param_files: list[str]  # --params-file arguments in order (temporary ones included)
+    inline_params: dict[str, Any]  # every inline <param>, merged, for inspection
+    remaps: list[tuple[str, str]]
 
     @property
-    def fully_qualified_name(self) -> Optional[str]:
+    def fully_qualified_name(self) -> str | None:
         if self.name is None:
             return None
-        return (self.namespace or '').rstrip('/') + '/' + self.name
+        return (self.namespace or "").rstrip("/") + "/" + self.name
 
 
 @dataclass
@@ -36,40 +36,40 @@ class ProcessSpec:
     """One process to start. ``name`` is its label in output (``[name-N]``), as in ros2 launch."""
 
     name: str
-    cmd: List[str]
-    env: Dict[str, str]
-    cwd: Optional[str] = None
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: str | None = None
     on_exit_shutdown: bool = False
-    node: Optional[NodeInfo] = None
-    source: str = ''                      # file:line of the tag, for messages
+    node: NodeInfo | None = None
+    source: str = ""  # file:line of the tag, for messages
 
 
 @dataclass
 class ArgumentDecl:
     name: str
-    default: Optional[str]
-    description: str = ''
-    choices: Optional[List[str]] = None
+    default: str | None
+    description: str = ""
+    choices: list[str] | None = None
 
 
 @dataclass
 class LaunchPlan:
     launch_file: str
-    processes: List[ProcessSpec] = field(default_factory=list)
-    arguments: List[ArgumentDecl] = field(default_factory=list)
-    configurations: Dict[str, str] = field(default_factory=dict)  # final top-level values
-    temp_dir: Optional[str] = None
+    processes: list[ProcessSpec] = field(default_factory=list)
+    arguments: list[ArgumentDecl] = field(default_factory=list)
+    configurations: dict[str, str] = field(default_factory=dict)  # final top-level values
+    temp_dir: str | None = None
 
-    def labels(self) -> List[str]:
+    def labels(self) -> list[str]:
         """``<name>-<n>`` per process, numbered from 1 in start order like ros2 launch."""
-        return [f'{p.name}-{i}' for i, p in enumerate(self.processes, start=1)]
+        return [f"{p.name}-{i}" for i, p in enumerate(self.processes, start=1)]
 
     def cleanup(self) -> None:
         if self.temp_dir and os.path.isdir(self.temp_dir):
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         self.temp_dir = None
 
-    def __enter__(self) -> 'LaunchPlan':
+    def __enter__(self) -> "LaunchPlan":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,10 +11,10 @@ from .errors import LaunchError
 
 def parse_xml(path: str) -> Entity:
     try:
-        with open(path, 'rb') as f:
+        with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise LaunchError(f'cannot read launch file: {e.strerror}', path) from None
+        raise LaunchError(f"cannot read launch file: {e.strerror}", path) from None
 
     parser = expat.ParserCreate()
     stack = []
@@ -36,8 +36,8 @@ def parse_xml(path: str) -> Entity:
     try:
         parser.Parse(data, True)
     except expat.ExpatError as e:
-        raise LaunchError(f'malformed XML: {expat.errors.messages[e.code]}', path, e.lineno) from None
+        raise LaunchError(f"malformed XML: {expat.errors.messages[e.code]}", path, e.lineno) from None
     root = roots[0]
-    if root.kind != 'launch':
-        raise LaunchError(f'root element must be <launch>, not <{root.kind}>', path, root.line)
+    if root.kind != "launch":
+        raise LaunchError(f"root element must be <launch>, not <{root.kind}>", path, root.line)
     return root

@@ -11,8 +11,8 @@ No rclpy here, only the generated message classes; the nodes call these and stay
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request, stamp_ns
 
 __all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg"]
@@ -24,8 +24,9 @@ def to_time(ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def features_msg(frame: EncodedFrame, image_header, camera: str, sequence: int, device_ms: float,
-                 sent_ns: int) -> CompressedFeatures:
+def features_msg(
+    frame: EncodedFrame, image_header, camera: str, sequence: int, device_ms: float, sent_ns: int
+) -> CompressedFeatures:
     """The CompressedFeatures of an encoded frame; the header (stamp, frame_id) is the camera image's own."""
     msg = CompressedFeatures()
     msg.header = image_header
@@ -46,18 +47,31 @@ def received_frame(msg: CompressedFeatures, arrival_ns: int, max_payload_bytes: 
     size = len(msg.payload)
     oversize = size > max_payload_bytes
     return ReceivedFrame(
-        camera=msg.camera, stamp_ns=stamp_ns(msg.header.stamp), sequence=int(msg.sequence), format=msg.format,
-        payload=b"" if oversize else bytes(msg.payload), payload_size=size,
+        camera=msg.camera,
+        stamp_ns=stamp_ns(msg.header.stamp),
+        sequence=int(msg.sequence),
+        format=msg.format,
+        payload=b"" if oversize else bytes(msg.payload),
+        payload_size=size,
         refusal=f"payload of {size} B exceeds max_payload_bytes = {max_payload_bytes}" if oversize else "",
-        device_ms=float(msg.device_ms), sent_ns=stamp_ns(msg.sent), arrival_ns=arrival_ns)
+        device_ms=float(msg.device_ms),
+        sent_ns=stamp_ns(msg.sent),
+        arrival_ns=arrival_ns,
+    )
 
 
 def request(msg: Question, received_ns: int, default_camera: str, default_timeout_s: float) -> Request:
     """A Question as the server core keeps it (its deadline counted from receipt)."""
     timeout_s = msg.timeout_s if msg.timeout_s > 0 else default_timeout_s
-    return Request(question_id=msg.question_id, text=msg.text, camera=msg.camera or default_camera,
-                   stamp_ns=stamp_ns(msg.image_stamp), asked_ns=stamp_ns(msg.header.stamp),
-                   received_ns=received_ns, deadline_ns=received_ns + int(timeout_s * 1e9))
+    return Request(
+        question_id=msg.question_id,
+        text=msg.text,
+        camera=msg.camera or default_camera,
+        stamp_ns=stamp_ns(msg.image_stamp),
+        asked_ns=stamp_ns(msg.header.stamp),
+        received_ns=received_ns,
+        deadline_ns=received_ns + int(timeout_s * 1e9),
+    )
 
 
 def answer_msg(record: AnswerRecord, stamp_ns_now: int) -> Answer:

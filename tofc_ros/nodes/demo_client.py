@@ -12,8 +12,8 @@ import uuid
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from tofc_msgs.msg import Answer, Question
 
+from tofc_msgs.msg import Answer, Question
 from tofc_ros.config import DemoClientConfig
 from tofc_ros.nodes.entry import run_node
 from tofc_ros.nodes.parameters import declare_config, qos
@@ -23,12 +23,13 @@ from tofc_ros.pipeline.records import Status
 def synthetic_frame(index: int, height: int, width: int) -> np.ndarray:
     """A deterministic RGB test frame [H, W, 3] uint8: a colour gradient with a moving square."""
     y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([(x * 255 // max(width - 1, 1)), (y * 255 // max(height - 1, 1)),
-                    np.full_like(x, (index * 37) % 256)], axis=-1).astype(np.uint8)
+    rgb = np.stack(
+        [(x * 255 // max(width - 1, 1)), (y * 255 // max(height - 1, 1)), np.full_like(x, (index * 37) % 256)], axis=-1
+    ).astype(np.uint8)
     side = max(min(height, width) // 4, 1)
     top = (index * 11) % max(height - side, 1)
     left = (index * 17) % max(width - side, 1)
-    rgb[top:top + side, left:left + side] = (255, 255, 255)
+    rgb[top : top + side, left : left + side] = (255, 255, 255)
     return rgb
 
 
@@ -42,10 +43,12 @@ class DemoClient(Node):
         self.n_questions, self.camera = cfg.questions, cfg.camera
         self.answer_timeout, self.height, self.width = cfg.answer_timeout_s, cfg.image_height, cfg.image_width
         self._images = self.create_publisher(Image, "image", qos(cfg.image_qos_reliability, cfg.image_qos_depth))
-        self._questions = self.create_publisher(Question, "questions",
-                                                qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
-        self.create_subscription(Answer, "answers", self._on_answer,
-                                 qos(cfg.answers_qos_reliability, cfg.answers_qos_depth))
+        self._questions = self.create_publisher(
+            Question, "questions", qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
+        )
+        self.create_subscription(
+            Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth)
+        )
         self._frame_index = 0
         self._asked: dict[str, str] = {}
         self.answers: dict[str, Answer] = {}
@@ -86,7 +89,8 @@ class DemoClient(Node):
         self.get_logger().info(
             f"answer {len(self.answers)}/{self.n_questions} [{msg.question_id[:8]}] {status}: "
             f"{msg.text or msg.error} | {msg.format}, {msg.payload_bytes} B, device {msg.device_ms:.1f} ms, "
-            f"transfer {msg.transfer_ms:.1f} ms, server {msg.server_ms:.1f} ms, total {msg.total_ms:.1f} ms")
+            f"transfer {msg.transfer_ms:.1f} ms, server {msg.server_ms:.1f} ms, total {msg.total_ms:.1f} ms"
+        )
 
     @property
     def done(self) -> bool:

@@ -16,8 +16,8 @@ import time
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
-from tofc_msgs.msg import CompressedFeatures, Question
 
+from tofc_msgs.msg import CompressedFeatures, Question
 from tofc_ros.config import DeviceConfig
 from tofc_ros.nodes import adapters
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
@@ -40,27 +40,40 @@ class DeviceNode(Node):
             self._encoder = encoder or make_encoder(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
-        self.counters = Counters("frames_received", "frames_skipped", "frames_dropped", "frames_refused",
-                                 "requests", "requests_unknown_camera", "published", "bytes_published",
-                                 "encode_errors", "internal_errors")
+        self.counters = Counters(
+            "frames_received",
+            "frames_skipped",
+            "frames_dropped",
+            "frames_refused",
+            "requests",
+            "requests_unknown_camera",
+            "published",
+            "bytes_published",
+            "encode_errors",
+            "internal_errors",
+        )
         on_demand = cfg.mode == "on_demand"
-        self._store = FrameStore(list(cfg.cameras), history=cfg.on_demand_history if on_demand else 0,
-                                 min_period_s=1.0 / cfg.max_rate_hz)
+        self._store = FrameStore(
+            list(cfg.cameras), history=cfg.on_demand_history if on_demand else 0, min_period_s=1.0 / cfg.max_rate_hz
+        )
         self._sequence = dict.fromkeys(cfg.cameras, 0)
         self._stride = dict.fromkeys(cfg.cameras, 0)
 
         self._pub = self.create_publisher(
-            CompressedFeatures, "features", qos(cfg.features_qos_reliability, cfg.features_qos_depth))
+            CompressedFeatures, "features", qos(cfg.features_qos_reliability, cfg.features_qos_depth)
+        )
         image_qos = qos(cfg.image_qos_reliability, cfg.image_qos_depth)
         msg_type, suffix = (Image, "image") if cfg.image_format == "raw" else (CompressedImage, "image/compressed")
         self._subs = {}
         for camera in cfg.cameras:
             topic = suffix if len(cfg.cameras) == 1 else f"{camera}/{suffix}"
             self._subs[camera] = self.create_subscription(
-                msg_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos)
+                msg_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos
+            )
         if on_demand:
-            self.create_subscription(Question, "questions", self._on_question,
-                                     qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
+            self.create_subscription(
+                Question, "questions", self._on_question, qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
+            )
         self._diagnostics = DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s)
         self._worker = threading.Thread(target=self._run, name="device-encoder", daemon=True)
         self._worker.start()
@@ -80,8 +93,9 @@ class DeviceNode(Node):
     def _on_question(self, msg: Question) -> None:
         self.counters.add("requests")
         camera = msg.camera or self.config.cameras[0]
-        if not self._store.request(camera, adapters.stamp_ns(msg.image_stamp),
-                                   int(self.config.stamp_tolerance_s * 1e9)):
+        if not self._store.request(
+            camera, adapters.stamp_ns(msg.image_stamp), int(self.config.stamp_tolerance_s * 1e9)
+        ):
             self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
 
     def _run(self) -> None:
@@ -113,9 +127,14 @@ class DeviceNode(Node):
             self.counters.error("encode_errors", repr(exc))
             self.get_logger().error(f"encoding failed: {exc!r}", throttle_duration_sec=5.0)
             return
-        out = adapters.features_msg(encoded, msg.header, camera, self._sequence[camera],
-                                    device_ms=(time.perf_counter() - started) * 1e3,
-                                    sent_ns=self.get_clock().now().nanoseconds)
+        out = adapters.features_msg(
+            encoded,
+            msg.header,
+            camera,
+            self._sequence[camera],
+            device_ms=(time.perf_counter() - started) * 1e3,
+            sent_ns=self.get_clock().now().nanoseconds,
+        )
         self._pub.publish(out)
         self._sequence[camera] += 1
         self.counters.add("published")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -41,8 +41,9 @@ class Counters:
 class DiagnosticsPublisher:
     """A timer that publishes one DiagnosticStatus with `counters` and whatever `extra` returns."""
 
-    def __init__(self, node: Node, counters: Counters, period_s: float,
-                 extra: Callable[[], dict[str, object]] | None = None) -> None:
+    def __init__(
+        self, node: Node, counters: Counters, period_s: float, extra: Callable[[], dict[str, object]] | None = None
+    ) -> None:
         self._node = node
         self._counters = counters
         self._extra = extra or (lambda: {})

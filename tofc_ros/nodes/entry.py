@@ -3,7 +3,7 @@ SIGINT and SIGTERM, and turn the outcome into the process exit code."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -18,8 +18,14 @@ class StartupError(RuntimeError):
     """The node cannot start with its configuration (a model, codec or bag missing or invalid)."""
 
 
-def run_node(factory: Callable[[], Node], name: str, args=None, *, done: Callable[[Node], bool] | None = None,
-             finish: Callable[[Node, bool], int] | None = None) -> int:
+def run_node(
+    factory: Callable[[], Node],
+    name: str,
+    args=None,
+    *,
+    done: Callable[[Node], bool] | None = None,
+    finish: Callable[[Node, bool], int] | None = None,
+) -> int:
     """Build the node ``factory`` makes and spin it; return the process exit code.
 
     Args:

@@ -68,8 +68,12 @@ def _encodings() -> dict[str, Encoding]:
         table[f"bayer_gbrg{bits}"] = Encoding(1, size, cv2.COLOR_BayerGR2RGB)
         table[f"bayer_grbg{bits}"] = Encoding(1, size, cv2.COLOR_BayerGB2RGB)
     # yuv422 is UYVY and yuv422_yuy2 is YUYV (sensor_msgs' image_encodings.hpp); uyvy/yuyv are their newer names.
-    for name, code, bridge in (("yuv422", cv2.COLOR_YUV2RGB_UYVY, True), ("uyvy", cv2.COLOR_YUV2RGB_UYVY, False),
-                               ("yuv422_yuy2", cv2.COLOR_YUV2RGB_YUY2, True), ("yuyv", cv2.COLOR_YUV2RGB_YUY2, False)):
+    for name, code, bridge in (
+        ("yuv422", cv2.COLOR_YUV2RGB_UYVY, True),
+        ("uyvy", cv2.COLOR_YUV2RGB_UYVY, False),
+        ("yuv422_yuy2", cv2.COLOR_YUV2RGB_YUY2, True),
+        ("yuyv", cv2.COLOR_YUV2RGB_YUY2, False),
+    ):
         table[name] = Encoding(2, 1, code, even="w", cv_bridge=bridge)
     table["nv12"] = Encoding(1, 1, cv2.COLOR_YUV2RGB_NV12, YUV420SP, "wh", cv_bridge=False)
     table["nv21"] = Encoding(1, 1, cv2.COLOR_YUV2RGB_NV21, YUV420SP, "wh", cv_bridge=False)
@@ -100,7 +104,7 @@ def conversion_backend() -> str:
     cv_bridge loads it only when converting, and one built against another NumPy would then refuse every frame.
     """
     try:
-        import cv_bridge  # noqa: F401  (only whether they import is asked here)
+        import cv_bridge
         import cv_bridge.boost.cv_bridge_boost  # noqa: F401
     except ImportError:
         return "opencv"
@@ -168,11 +172,15 @@ def _lookup(encoding: str) -> Encoding:
     if enc is not None:
         return enc
     if encoding in _DEPTH_TYPES:
-        raise ImageError(f"unsupported image encoding '{encoding}': a depth image holds distances, not a scene a "
-                         f"vision-language model can look at")
+        raise ImageError(
+            f"unsupported image encoding '{encoding}': a depth image holds distances, not a scene a "
+            f"vision-language model can look at"
+        )
     if _GENERIC_TYPE.fullmatch(encoding):
-        raise ImageError(f"unsupported image encoding '{encoding}': a generic OpenCV type (depth, float, signed or "
-                         f"raw data) has no colour meaning; cv_bridge cannot make rgb8 of it either")
+        raise ImageError(
+            f"unsupported image encoding '{encoding}': a generic OpenCV type (depth, float, signed or "
+            f"raw data) has no colour meaning; cv_bridge cannot make rgb8 of it either"
+        )
     raise ImageError(f"unknown image encoding '{encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
 
 
@@ -189,8 +197,9 @@ def _check_layout(encoding: str, enc: Encoding, height: int, width: int, step: i
         why = "4:2:0 chroma covers 2x2 pixel blocks" if "h" in enc.even else "4:2:2 chroma is shared by pixel pairs"
         raise ImageError(f"{encoding} needs an even width ({why}); got {width}x{height}")
     if "h" in enc.even and height % 2:
-        raise ImageError(f"{encoding} needs an even height (4:2:0 chroma covers 2x2 pixel blocks); "
-                         f"got {width}x{height}")
+        raise ImageError(
+            f"{encoding} needs an even height (4:2:0 chroma covers 2x2 pixel blocks); got {width}x{height}"
+        )
     pixel_bytes = enc.channels * enc.sample_bytes
     row_bytes = width * pixel_bytes
     if step < row_bytes:
@@ -231,8 +240,10 @@ def _convert_with_cv_bridge(msg, encoding: str, height: int, width: int) -> np.n
         raise ImageError(f"cv_bridge could not convert {encoding} {width}x{height}: {exc}") from exc
     rgb = np.asarray(rgb)
     if rgb.shape != (height, width, 3) or rgb.dtype != np.uint8:
-        raise ImageError(f"cv_bridge gave {rgb.dtype} {rgb.shape} for {encoding} {width}x{height}, "
-                         f"expected uint8 ({height}, {width}, 3)")
+        raise ImageError(
+            f"cv_bridge gave {rgb.dtype} {rgb.shape} for {encoding} {width}x{height}, "
+            f"expected uint8 ({height}, {width}, 3)"
+        )
     return np.array(rgb, dtype=np.uint8, order="C", copy=True)
 
 
@@ -244,8 +255,7 @@ def _convert_with_opencv(data, enc: Encoding, height: int, width: int, step: int
         return cv2.cvtColor(frame, enc.to_rgb)
     if enc.layout == YUV444SP:
         luma = np.ndarray((height, width), np.uint8, buffer=data, strides=(step, 1))
-        chroma = np.ndarray((height, width, 2), np.uint8, buffer=data, offset=step * height,
-                            strides=(2 * step, 2, 1))
+        chroma = np.ndarray((height, width, 2), np.uint8, buffer=data, offset=step * height, strides=(2 * step, 2, 1))
         twins = np.empty((height, width, 4), np.uint8)  # Y U Y V: each pixel twice, as one YUYV pair
         twins[..., 0] = twins[..., 2] = luma
         twins[..., 1], twins[..., 3] = chroma[..., 0], chroma[..., 1]

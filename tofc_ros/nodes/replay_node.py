@@ -24,11 +24,19 @@ from pathlib import Path
 
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.config import ReplayConfig
-from tofc_ros.eval.replay import (BagError, ReplayLog, load_questions_file, markdown_summary, questions_for,
-                                  read_replay_bag, sidecar_path, write_report)
+from tofc_ros.eval.replay import (
+    BagError,
+    ReplayLog,
+    load_questions_file,
+    markdown_summary,
+    questions_for,
+    read_replay_bag,
+    sidecar_path,
+    write_report,
+)
 from tofc_ros.eval.replay.bags import BackgroundBagWriter, BagQuestion, Frame
 from tofc_ros.eval.replay.messages import answer_record, features_frame, question_cdr
 from tofc_ros.eval.replay.schedule import ReplaySchedule
@@ -60,8 +68,12 @@ class ReplayNode(Node):
                 raise ParameterError(f"questions_file '{qpath}' does not exist")
             if qpath.is_file():
                 qfile = load_questions_file(qpath)
-            self.bag = read_replay_bag(bag, _auto(cfg.camera_topic) or None, _auto(cfg.questions_topic) or None,
-                                       need_questions=not (qfile and qfile.questions))
+            self.bag = read_replay_bag(
+                bag,
+                _auto(cfg.camera_topic) or None,
+                _auto(cfg.questions_topic) or None,
+                need_questions=not (qfile and qfile.questions),
+            )
         except (BagError, ValueError) as exc:
             raise ParameterError(str(exc)) from exc
         self.questions = questions_for(self.bag, qfile)
@@ -70,20 +82,35 @@ class ReplayNode(Node):
         if not self.questions:
             raise ParameterError(f"nothing to ask: bag '{bag}' and the questions file hold no questions")
         self.log = ReplayLog(truth=dict(qfile.truth) if qfile else {})
-        self.schedule = ReplaySchedule(self.bag.frames, self.questions, cfg.mode, cfg.rate, cfg.frame_timeout_s,
-                                       cfg.answer_timeout_s, cfg.wait_for_features)
+        self.schedule = ReplaySchedule(
+            self.bag.frames,
+            self.questions,
+            cfg.mode,
+            cfg.rate,
+            cfg.frame_timeout_s,
+            cfg.answer_timeout_s,
+            cfg.wait_for_features,
+        )
 
         compressed = self.bag.frames and self.bag.frames[0].msgtype != IMAGE
-        self._images = self.create_publisher(CompressedImage if compressed else Image,
-                                             "image/compressed" if compressed else "image",
-                                             qos(cfg.image_qos_reliability, cfg.image_qos_depth))
-        self._questions = self.create_publisher(Question, "questions",
-                                                qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
+        self._images = self.create_publisher(
+            CompressedImage if compressed else Image,
+            "image/compressed" if compressed else "image",
+            qos(cfg.image_qos_reliability, cfg.image_qos_depth),
+        )
+        self._questions = self.create_publisher(
+            Question, "questions", qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
+        )
         self._answers_sub = self.create_subscription(
-            Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth), raw=True)
+            Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth), raw=True
+        )
         self._features_sub = self.create_subscription(
-            CompressedFeatures, "features", self._on_features,
-            qos(cfg.features_qos_reliability, cfg.features_qos_depth), raw=True)
+            CompressedFeatures,
+            "features",
+            self._on_features,
+            qos(cfg.features_qos_reliability, cfg.features_qos_depth),
+            raw=True,
+        )
 
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +136,8 @@ class ReplayNode(Node):
             f"replaying {len(self.bag.frames)} frames from {self.bag.camera_topic} and {len(self.questions)} "
             f"questions ({'file ' + str(qpath) if self.questions_from_file else 'bag'}; ground truth for "
             f"{len(self.log.truth)}) → {self._images.topic_name}, {self._questions.topic_name}; mode {cfg.mode}"
-            + (f" × {cfg.rate:g}" if cfg.mode == "timed" else ""))
+            + (f" × {cfg.rate:g}" if cfg.mode == "timed" else "")
+        )
         if self.bag.skipped_topics:
             self.get_logger().info(f"skipping topics {sorted(self.bag.skipped_topics)}")
 
@@ -137,7 +165,8 @@ class ReplayNode(Node):
         self.writer.write(self._answers_sub.topic_name, ANSWER, self.get_clock().now().nanoseconds, data)
         self.get_logger().info(
             f"answer {len(self.log.answers)}/{len(self.questions)} [{rec.question_id}] {rec.status.name}: "
-            f"{(rec.text or rec.error)[:60]!r} | {rec.payload_bytes} B, total {rec.total_ms:.1f} ms")
+            f"{(rec.text or rec.error)[:60]!r} | {rec.payload_bytes} B, total {rec.total_ms:.1f} ms"
+        )
 
     def _on_features(self, data: bytes) -> None:
         if self.finished:
@@ -163,8 +192,11 @@ class ReplayNode(Node):
 
     def _ready(self) -> bool:
         """Discovery: the device and server subscribe to what we publish, and the server publishes answers."""
-        return bool(self._images.get_subscription_count() and self._questions.get_subscription_count()
-                    and self._answers_sub.get_publisher_count())
+        return bool(
+            self._images.get_subscription_count()
+            and self._questions.get_subscription_count()
+            and self._answers_sub.get_publisher_count()
+        )
 
     def step(self) -> None:
         """Advance playback (the 5 ms timer). Sets ``finished`` when done; then call :meth:`finish`."""
@@ -176,9 +208,11 @@ class ReplayNode(Node):
                 self._started = time.monotonic()
                 self.get_logger().info("graph is up; replay starts")
             elif time.monotonic() > self._startup_deadline:
-                self.failed = (f"no device/server subscribed to {self._images.topic_name} and "
-                               f"{self._questions.topic_name} (or published {self._answers_sub.topic_name}) within "
-                               f"{self.config.startup_timeout_s:g} s")
+                self.failed = (
+                    f"no device/server subscribed to {self._images.topic_name} and "
+                    f"{self._questions.topic_name} (or published {self._answers_sub.topic_name}) within "
+                    f"{self.config.startup_timeout_s:g} s"
+                )
                 self.finished = True
             return
         now = self._elapsed()
@@ -194,20 +228,32 @@ class ReplayNode(Node):
         derives ok or unanswered); return it."""
         self.writer.close()
         unanswered = sorted(self.asked_ids - set(self.log.answers))
-        self.log.outcome = outcome or ("unanswered" if unanswered or len(self.asked_ids) < len(self.questions)
-                                       else "ok")
+        self.log.outcome = outcome or (
+            "unanswered" if unanswered or len(self.asked_ids) < len(self.questions) else "ok"
+        )
         cfg = self.config
         self.log.meta = {
-            "bag": str(self.bag.path), "storage": self.bag.storage, "camera_topic": self.bag.camera_topic,
+            "bag": str(self.bag.path),
+            "storage": self.bag.storage,
+            "camera_topic": self.bag.camera_topic,
             "questions_source": "file" if self.questions_from_file else "bag",
             "questions_file": self.questions_path,
-            "mode": cfg.mode, "rate": cfg.rate if cfg.mode == "timed" else None,
-            "duration_s": round(self._elapsed(), 3), "output_bag": str(self.writer.path),
-            "output_storage": cfg.storage, "skipped_topics": self.bag.skipped_topics,
-            "unanswered": unanswered, "duplicate_answers": self.duplicate_answers,
-            "foreign_answers": self.foreign_answers, "failed": self.failed,
-            "topics": {"image": self._images.topic_name, "questions": self._questions.topic_name,
-                       "answers": self._answers_sub.topic_name, "features": self._features_sub.topic_name},
+            "mode": cfg.mode,
+            "rate": cfg.rate if cfg.mode == "timed" else None,
+            "duration_s": round(self._elapsed(), 3),
+            "output_bag": str(self.writer.path),
+            "output_storage": cfg.storage,
+            "skipped_topics": self.bag.skipped_topics,
+            "unanswered": unanswered,
+            "duplicate_answers": self.duplicate_answers,
+            "foreign_answers": self.foreign_answers,
+            "failed": self.failed,
+            "topics": {
+                "image": self._images.topic_name,
+                "questions": self._questions.topic_name,
+                "answers": self._answers_sub.topic_name,
+                "features": self._features_sub.topic_name,
+            },
         }
         return write_report(self.log, cfg.output_dir)
 

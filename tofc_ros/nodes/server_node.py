@@ -13,8 +13,8 @@ import threading
 
 import rclpy
 from rclpy.node import Node
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
 
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.config import ServerConfig
 from tofc_ros.nodes import adapters
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
@@ -43,26 +43,42 @@ class ServerNode(Node):
             decoder, answerer = server or build_server(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
-        self.core = ServerCore(decoder, answerer, self._now_ns, cache_size=cfg.cache_size,
-                               max_cameras=cfg.max_cameras, queue_size=cfg.queue_size,
-                               stamp_tolerance_ns=int(cfg.stamp_tolerance_s * 1e9))
-        self.counters = Counters("features_received", "features_refused", "questions", "payload_bytes",
-                                 *(s.name.lower() for s in Status))
+        self.core = ServerCore(
+            decoder,
+            answerer,
+            self._now_ns,
+            cache_size=cfg.cache_size,
+            max_cameras=cfg.max_cameras,
+            queue_size=cfg.queue_size,
+            stamp_tolerance_ns=int(cfg.stamp_tolerance_s * 1e9),
+        )
+        self.counters = Counters(
+            "features_received", "features_refused", "questions", "payload_bytes", *(s.name.lower() for s in Status)
+        )
         # SimpleQueue: get() blocks in C and put() wakes it directly (no Python-level Condition), so the worker
         # needs the GIL once instead of several times per hand-off. Bounded by the core (queue_size).
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False
-        self._answers = self.create_publisher(Answer, "answers", qos(cfg.answers_qos_reliability,
-                                                                     cfg.answers_qos_depth))
-        self.create_subscription(CompressedFeatures, "features", self._on_features,
-                                 qos(cfg.features_qos_reliability, cfg.features_qos_depth))
-        self.create_subscription(Question, "questions", self._on_question,
-                                 qos(cfg.questions_qos_reliability, cfg.questions_qos_depth))
+        self._answers = self.create_publisher(
+            Answer, "answers", qos(cfg.answers_qos_reliability, cfg.answers_qos_depth)
+        )
+        self.create_subscription(
+            CompressedFeatures, "features", self._on_features, qos(cfg.features_qos_reliability, cfg.features_qos_depth)
+        )
+        self.create_subscription(
+            Question, "questions", self._on_question, qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
+        )
         self.create_timer(_EXPIRY_PERIOD_S, self._expire)
         self._diagnostics = DiagnosticsPublisher(
-            self, self.counters, cfg.diagnostics_period_s,
-            extra=lambda: {"waiting": self.core.waiting, "in_flight": self.core.in_flight,
-                           "cached_frames": self.core.cached_frames})
+            self,
+            self.counters,
+            cfg.diagnostics_period_s,
+            extra=lambda: {
+                "waiting": self.core.waiting,
+                "in_flight": self.core.in_flight,
+                "cached_frames": self.core.cached_frames,
+            },
+        )
         self._worker = threading.Thread(target=self._run, name="server-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"serving answers on {self._answers.topic_name}")
@@ -111,24 +127,28 @@ class ServerNode(Node):
     # -- both threads ---------------------------------------------------------------------------------------
     def _publish(self, record: AnswerRecord, source=None) -> None:
         """Publish one answer; if that raises, publish INTERNAL_ERROR for the same question instead."""
-        for attempt in (record, None):
-            if attempt is None:  # the first publish raised: say so, once, if there is a question to answer
-                if source is None or record.status == Status.INTERNAL_ERROR:
-                    return
-                record = self.core.failed(source, error)
-            if not rclpy.ok(context=self.context):  # after a signal the context is down
+        error = self._try_publish(record)
+        if error is not None:
+            if source is None or record.status == Status.INTERNAL_ERROR:
                 return
-            try:
-                self._answers.publish(adapters.answer_msg(record, self._now_ns()))
-                break
-            except Exception as exc:
-                error = exc
-                self.get_logger().error(f"publishing the answer to '{record.question_id}' failed: {exc!r}")
+            record = self.core.failed(source, error)
+            if self._try_publish(record) is not None:
+                return
         self.counters.add("payload_bytes", record.payload_bytes)
         self.counters.status(record.status.name.lower(), record.error)
         if record.status != Status.OK:
-            self.get_logger().warning(f"question '{record.question_id}': {record.status.name}: {record.error}",
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                f"question '{record.question_id}': {record.status.name}: {record.error}", throttle_duration_sec=2.0
+            )
+
+    def _try_publish(self, record: AnswerRecord) -> Exception | None:
+        if rclpy.ok(context=self.context):  # after a signal the context is down: nothing can be published
+            try:
+                self._answers.publish(adapters.answer_msg(record, self._now_ns()))
+            except Exception as exc:
+                self.get_logger().error(f"publishing the answer to '{record.question_id}' failed: {exc!r}")
+                return exc
+        return None
 
     def destroy_node(self) -> None:
         # The worker finishes the answer in progress (a thread killed inside torch at exit aborts the process);

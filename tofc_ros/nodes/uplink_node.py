@@ -13,8 +13,8 @@ import threading
 import time
 
 from rclpy.node import Node
-from tofc_msgs.msg import CompressedFeatures
 
+from tofc_msgs.msg import CompressedFeatures
 from tofc_ros.config import UplinkConfig
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
 from tofc_ros.nodes.entry import run_node
@@ -31,18 +31,26 @@ class UplinkNode(Node):
         cfg = self.config
         self._link = Link(cfg.rate_mbps, cfg.latency_ms / 1e3, cfg.max_backlog_s)
         self.counters = Counters("relayed", "dropped", "bytes")
-        self._pub = self.create_publisher(CompressedFeatures, "features_out",
-                                          qos(cfg.features_out_qos_reliability, cfg.features_out_qos_depth))
-        self.create_subscription(CompressedFeatures, "features_in", self._on_message,
-                                 qos(cfg.features_in_qos_reliability, cfg.features_in_qos_depth), raw=True)
+        self._pub = self.create_publisher(
+            CompressedFeatures, "features_out", qos(cfg.features_out_qos_reliability, cfg.features_out_qos_depth)
+        )
+        self.create_subscription(
+            CompressedFeatures,
+            "features_in",
+            self._on_message,
+            qos(cfg.features_in_qos_reliability, cfg.features_in_qos_depth),
+            raw=True,
+        )
         self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s, extra=lambda: {"queued": len(self._queue)})
         self._thread = threading.Thread(target=self._deliver, name="uplink", daemon=True)
         self._thread.start()
-        self.get_logger().info(f"{self.resolve_topic_name('features_in')} → {self._pub.topic_name}: "
-                               f"{cfg.rate_mbps} Mbit/s, {cfg.latency_ms} ms")
+        self.get_logger().info(
+            f"{self.resolve_topic_name('features_in')} → {self._pub.topic_name}: "
+            f"{cfg.rate_mbps} Mbit/s, {cfg.latency_ms} ms"
+        )
 
     def _on_message(self, data: bytes) -> None:
         arrival = self._link.transmit(len(data), time.monotonic())

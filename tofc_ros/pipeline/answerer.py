@@ -12,7 +12,8 @@ rate-accuracy and latency evaluation and the benchmarks all answer through them.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -38,8 +39,10 @@ class PlaceholderAnswerer:
     def answer(self, frame: DecodedFrame, question: str) -> str:
         rgb = frame.rgb
         mean = np.round(rgb.reshape(-1, 3).mean(axis=0)).astype(int)
-        return (f"[placeholder: no language model loaded] {rgb.shape[1]}x{rgb.shape[0]} image, "
-                f"mean colour RGB({mean[0]}, {mean[1]}, {mean[2]})")
+        return (
+            f"[placeholder: no language model loaded] {rgb.shape[1]}x{rgb.shape[0]} image, "
+            f"mean colour RGB({mean[0]}, {mean[1]}, {mean[2]})"
+        )
 
 
 class ModelAnswerer:
@@ -69,8 +72,9 @@ class ModelAnswerer:
         features, grid, size = self._features(frame)
         return self.server_half.answer(features, grid, size, question, self.options)
 
-    def score(self, frames: Sequence[DecodedFrame], questions: Sequence[Sequence[str]],
-              references: Sequence[Sequence[str]]) -> list[list[bool]]:
+    def score(
+        self, frames: Sequence[DecodedFrame], questions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]
+    ) -> list[list[bool]]:
         """Whether greedy ``answer`` would return each reference exactly, for every question of every frame.
 
         Teacher-forced: greedy decoding returns the reference iff every reference token and the EOS is the argmax
@@ -89,7 +93,7 @@ class ModelAnswerer:
         flat = ok.tolist()
         out, pos = [], 0
         for qs in questions:
-            out.append(flat[pos: pos + len(qs)])
+            out.append(flat[pos : pos + len(qs)])
             pos += len(qs)
         return out
 
@@ -97,15 +101,22 @@ class ModelAnswerer:
 def build_server(config) -> tuple[FrameDecoder, Answerer]:
     """The decoder and answerer a ServerConfig asks for."""
     if config.answerer == "placeholder":
-        return FrameDecoder(formats=[PLACEHOLDER_FORMAT], accept_images=True,
-                            max_pixels=config.max_image_pixels), PlaceholderAnswerer()
+        return FrameDecoder(
+            formats=[PLACEHOLDER_FORMAT], accept_images=True, max_pixels=config.max_image_pixels
+        ), PlaceholderAnswerer()
     from tofc_ros.backbones import GenerationOptions, load_server_half
     from tofc_ros.codec.registry import load_codec
     from tofc_ros.resources import resolve_resource
 
-    server_half = load_server_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device,
-                                   load_vision=config.load_vision)
+    server_half = load_server_half(
+        resolve_resource(config.model_path), dtype=config.dtype, device=config.device, load_vision=config.load_vision
+    )
     codecs = [load_codec(str(resolve_resource(config.codec_path)), device=config.device)] if config.codec_path else []
-    decoder = FrameDecoder(codecs, server_half.spec, server_half.fingerprint, accept_images=config.load_vision,
-                           max_pixels=config.max_image_pixels)
+    decoder = FrameDecoder(
+        codecs,
+        server_half.spec,
+        server_half.fingerprint,
+        accept_images=config.load_vision,
+        max_pixels=config.max_image_pixels,
+    )
     return decoder, ModelAnswerer(server_half, GenerationOptions(max_new_tokens=config.max_new_tokens))

@@ -16,7 +16,7 @@ Every refusal is a :class:`FrameError` carrying the Answer status it maps to.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tofc_ros.codec.base import Codec
 from tofc_ros.codec.bitstream import (
@@ -64,8 +64,15 @@ class FrameDecoder:
         max_pixels: largest image accepted (height x width) for image payloads.
     """
 
-    def __init__(self, codecs: Iterable[Codec] = (), spec=None, backbone_fingerprint: str = "",
-                 formats: Iterable[str] | None = None, accept_images: bool = False, max_pixels: int = 1 << 25):
+    def __init__(
+        self,
+        codecs: Iterable[Codec] = (),
+        spec=None,
+        backbone_fingerprint: str = "",
+        formats: Iterable[str] | None = None,
+        accept_images: bool = False,
+        max_pixels: int = 1 << 25,
+    ):
         self.codecs = tuple(codecs)
         self.spec = spec
         self._backbone = bytes.fromhex(backbone_fingerprint) if spec is not None else None
@@ -94,8 +101,9 @@ class FrameDecoder:
         if claimed_format is not None and claimed_format != header.format:
             raise DecodeError(f"message says format '{claimed_format}', payload is '{header.format}'")
         if self.formats is not None and header.format not in self.formats:
-            raise ModelMismatch(f"format '{header.format}' is not served here (this server answers "
-                                f"{sorted(self.formats)})")
+            raise ModelMismatch(
+                f"format '{header.format}' is not served here (this server answers {sorted(self.formats)})"
+            )
         try:
             codec = codec_for_header(header, self.codecs)
         except (FingerprintMismatch, UnknownCodecError) as exc:
@@ -125,11 +133,14 @@ class FrameDecoder:
         if spec is None:
             raise ModelMismatch(f"{header.format} carries vision features; this server holds no backbone")
         if header.backbone_fingerprint != self._backbone:
-            raise ModelMismatch(f"features from backbone {header.backbone_fingerprint.hex()}, this server holds "
-                                f"{self._backbone.hex()}")
+            raise ModelMismatch(
+                f"features from backbone {header.backbone_fingerprint.hex()}, this server holds {self._backbone.hex()}"
+            )
         if header.vision_layers != spec.vision_layers_needed:
-            raise ModelMismatch(f"features taken after {header.vision_layers} vision layers, this server expects "
-                                f"{spec.vision_layers_needed} (another split point)")
+            raise ModelMismatch(
+                f"features taken after {header.vision_layers} vision layers, this server expects "
+                f"{spec.vision_layers_needed} (another split point)"
+            )
         t, c, d = header.feature_shape
         if d != spec.vision_dim:
             raise DecodeError(f"features [{t}, {c}, {d}] do not fit the backbone's feature dim {spec.vision_dim}")
@@ -140,8 +151,10 @@ class FrameDecoder:
 
     def _check_image(self, header: FrameHeader) -> None:
         if not self.accept_images:
-            raise ModelMismatch(f"{header.format} carries an image; this server answers from features only "
-                                "(an image needs the vision tower: parameter load_vision)")
+            raise ModelMismatch(
+                f"{header.format} carries an image; this server answers from features only "
+                "(an image needs the vision tower: parameter load_vision)"
+            )
         h, w = header.image_size
         if h * w > self.max_pixels:
             raise DecodeError(f"image {w}x{h} exceeds {self.max_pixels} pixels")

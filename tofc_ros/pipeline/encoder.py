@@ -11,7 +11,8 @@ built from the same parameters by :func:`make_encoder`.
 from __future__ import annotations
 
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -43,8 +44,7 @@ class FeatureEncoder:
         merge: replaces DPC-KNN (``merge(features [T, N, d], n_c) -> [T, n_c, d]``); for ablation benchmarks only.
     """
 
-    def __init__(self, device_half, codec, n_clusters: int, k: int = 5,
-                 merge: Callable | None = None) -> None:
+    def __init__(self, device_half, codec, n_clusters: int, k: int = 5, merge: Callable | None = None) -> None:
         if codec.kind != "features":
             raise ValueError(f"{codec.format} codes images, not features: use ImageEncoder")
         self.device_half = device_half
@@ -71,8 +71,9 @@ class FeatureEncoder:
                 else:
                     features = self._merge(features, self.n_clusters)
             t2 = time.perf_counter()
-            context = FrameContext(self._backbone, vision.image_size, vision.grid,
-                                   self.device_half.spec.vision_layers_needed)
+            context = FrameContext(
+                self._backbone, vision.image_size, vision.grid, self.device_half.spec.vision_layers_needed
+            )
             payload = self.codec.encode(features.cpu(), context)
             t3 = time.perf_counter()
         return EncodedFrame(payload, self.codec.format, DeviceTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3)))
@@ -99,10 +100,15 @@ def codec_from_config(config):
 
     if config.codec == "tofc":
         return load_codec(str(resolve_resource(config.codec_path)), device=config.device)
-    options = {"fp16": {}, "fp16-zstd": {"level": config.zstd_level},
-               "quant-zstd": {"bits": config.quant_bits, "level": config.zstd_level},
-               "jpeg": {"quality": config.image_quality}, "webp": {"quality": config.image_quality},
-               "rgb8": {}, "placeholder-zstd": {"level": config.zstd_level}}
+    options = {
+        "fp16": {},
+        "fp16-zstd": {"level": config.zstd_level},
+        "quant-zstd": {"bits": config.quant_bits, "level": config.zstd_level},
+        "jpeg": {"quality": config.image_quality},
+        "webp": {"quality": config.image_quality},
+        "rgb8": {},
+        "placeholder-zstd": {"level": config.zstd_level},
+    }
     return load_codec(config.codec, **options[config.codec])
 
 

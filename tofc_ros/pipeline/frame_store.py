@@ -11,7 +11,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tofc_ros.pipeline.pairing import LATEST
 
@@ -26,8 +27,14 @@ class FrameStore:
         max_requests: on-demand requests waiting at most (older ones are dropped first).
     """
 
-    def __init__(self, cameras: list[str], history: int, min_period_s: float, max_requests: int = 32,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cameras: list[str],
+        history: int,
+        min_period_s: float,
+        max_requests: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
         self._cond = threading.Condition()
         self._pending: dict[str, tuple[int, Any] | None] = dict.fromkeys(cameras)

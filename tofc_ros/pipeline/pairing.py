@@ -119,8 +119,11 @@ class Pairing(Generic[F]):
     def add_frame(self, camera: str, stamp_ns: int, frame: F) -> list[Waiting]:
         """Cache a frame and return the waiting questions it answers (removed from waiting)."""
         self.cache.add(camera, stamp_ns, frame)
-        ready = [w for w in self._waiting.values()
-                 if w.camera == camera and (w.stamp_ns == LATEST or abs(w.stamp_ns - stamp_ns) <= self._tolerance)]
+        ready = [
+            w
+            for w in self._waiting.values()
+            if w.camera == camera and (w.stamp_ns == LATEST or abs(w.stamp_ns - stamp_ns) <= self._tolerance)
+        ]
         for w in ready:
             del self._waiting[w.question_id]
         return ready

@@ -14,8 +14,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Status", "DeviceTimings", "EncodedFrame", "ReceivedFrame", "DecodedFrame", "Request", "AnswerRecord",
-           "stamp_ns"]
+__all__ = [
+    "Status",
+    "DeviceTimings",
+    "EncodedFrame",
+    "ReceivedFrame",
+    "DecodedFrame",
+    "Request",
+    "AnswerRecord",
+    "stamp_ns",
+]
 
 
 def stamp_ns(stamp) -> int:

@@ -21,8 +21,8 @@ started; total = answer done - question asked (its header stamp, else its receip
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tofc_ros.pipeline.answerer import Answerer
 from tofc_ros.pipeline.decoder import FrameDecoder, FrameError
@@ -55,13 +55,23 @@ class ServerCore:
         stamp_tolerance_ns: largest stamp gap that still pairs a question with a frame (0: exact).
     """
 
-    def __init__(self, decoder: FrameDecoder, answerer: Answerer, clock: Clock, *, cache_size: int = 30,
-                 max_cameras: int = 64, queue_size: int = 8, stamp_tolerance_ns: int = 0) -> None:
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        answerer: Answerer,
+        clock: Clock,
+        *,
+        cache_size: int = 30,
+        max_cameras: int = 64,
+        queue_size: int = 8,
+        stamp_tolerance_ns: int = 0,
+    ) -> None:
         self.decoder = decoder
         self.answerer = answerer
         self.clock = clock
-        self._pairing: Pairing[ReceivedFrame] = Pairing(FrameCache(cache_size, max_cameras), queue_size,
-                                                        stamp_tolerance_ns)
+        self._pairing: Pairing[ReceivedFrame] = Pairing(
+            FrameCache(cache_size, max_cameras), queue_size, stamp_tolerance_ns
+        )
         self._lock = threading.Lock()
         self._in_flight = 0
         self._decoded: tuple[ReceivedFrame, DecodedFrame | FrameError] | None = None  # worker's one-frame cache
@@ -108,9 +118,16 @@ class ServerCore:
         for waiting in self._pairing.expire(self.clock()):
             request = waiting.request
             which = "the latest frame" if request.stamp_ns == LATEST else f"the frame stamped {request.stamp_ns} ns"
-            out.append(self.record(request, Status.NO_FRAME, error=(
-                f"no features for camera '{request.camera}' ({which}) within "
-                f"{(request.deadline_ns - request.received_ns) / 1e9:.3g} s")))
+            out.append(
+                self.record(
+                    request,
+                    Status.NO_FRAME,
+                    error=(
+                        f"no features for camera '{request.camera}' ({which}) within "
+                        f"{(request.deadline_ns - request.received_ns) / 1e9:.3g} s"
+                    ),
+                )
+            )
         return out
 
     def drain(self) -> list[AnswerRecord]:
@@ -129,8 +146,13 @@ class ServerCore:
         try:
             started = self.clock()
             if started > request.deadline_ns:
-                return self.record(request, Status.TIMEOUT, frame, started, error=(
-                    f"waited {(started - request.received_ns) / 1e9:.3g} s in the queue, past its timeout"))
+                return self.record(
+                    request,
+                    Status.TIMEOUT,
+                    frame,
+                    started,
+                    error=(f"waited {(started - request.received_ns) / 1e9:.3g} s in the queue, past its timeout"),
+                )
             if frame.refusal:
                 return self.record(request, Status.DECODE_ERROR, frame, started, error=frame.refusal)
             try:
@@ -156,8 +178,7 @@ class ServerCore:
         """INTERNAL_ERROR for a question whose answer could not be delivered (e.g. publishing raised)."""
         request = job_or_request.request if isinstance(job_or_request, Job) else job_or_request
         frame = job_or_request.frame if isinstance(job_or_request, Job) else None
-        return self.record(request, Status.INTERNAL_ERROR, frame,
-                           error=f"answer could not be published: {exc!r}")
+        return self.record(request, Status.INTERNAL_ERROR, frame, error=f"answer could not be published: {exc!r}")
 
     def _done(self) -> None:
         with self._lock:
@@ -177,18 +198,36 @@ class ServerCore:
         return result
 
     # ------------------------------------------------------------------------------------------------ records
-    def record(self, request: Request, status: Status, frame: ReceivedFrame | None = None,
-               started_ns: int | None = None, *, text: str = "", error: str = "") -> AnswerRecord:
+    def record(
+        self,
+        request: Request,
+        status: Status,
+        frame: ReceivedFrame | None = None,
+        started_ns: int | None = None,
+        *,
+        text: str = "",
+        error: str = "",
+    ) -> AnswerRecord:
         """The AnswerRecord of ``request`` with the latency split as of now (see the module docstring)."""
         now = self.clock()
         started = started_ns if started_ns is not None else now
         fields = {}
         if frame is not None:
-            fields = dict(image_stamp_ns=frame.stamp_ns, format=frame.format, payload_bytes=frame.payload_size,
-                          device_ms=frame.device_ms,
-                          transfer_ms=(frame.arrival_ns - frame.sent_ns) / 1e6 if frame.sent_ns else 0.0)
+            fields = dict(
+                image_stamp_ns=frame.stamp_ns,
+                format=frame.format,
+                payload_bytes=frame.payload_size,
+                device_ms=frame.device_ms,
+                transfer_ms=(frame.arrival_ns - frame.sent_ns) / 1e6 if frame.sent_ns else 0.0,
+            )
         return AnswerRecord(
-            question_id=request.question_id, status=Status(status), error=error, text=text if status == Status.OK
-            else "", camera=request.camera, wait_ms=(started - request.received_ns) / 1e6,
-            server_ms=(now - started) / 1e6, total_ms=(now - (request.asked_ns or request.received_ns)) / 1e6,
-            **fields)
+            question_id=request.question_id,
+            status=Status(status),
+            error=error,
+            text=text if status == Status.OK else "",
+            camera=request.camera,
+            wait_ms=(started - request.received_ns) / 1e6,
+            server_ms=(now - started) / 1e6,
+            total_ms=(now - (request.asked_ns or request.received_ns)) / 1e6,
+            **fields,
+        )

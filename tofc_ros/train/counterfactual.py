@@ -41,8 +41,10 @@ class Counterfactuals:
 
     def __init__(self, match_rate: float, seed: int = 0):
         self.seed = seed
-        self._p = {SHAPES: swap_probability(match_rate, len(SHAPES)),
-                   COLOURS: swap_probability(match_rate, len(COLOURS))}
+        self._p = {
+            SHAPES: swap_probability(match_rate, len(SHAPES)),
+            COLOURS: swap_probability(match_rate, len(COLOURS)),
+        }
 
     def questions(self, item: VQAImage, key: int | str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(questions, answers) of ``item`` with some non-matching yes/no words swapped for the object's.

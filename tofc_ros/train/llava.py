@@ -1,7 +1,7 @@
 """A whole LLaVA model held for training, seen through the same DeviceHalf / ServerHalf code that serving runs.
 
-    pixel_values [T,3,S,S] ─ vision_features (grad) ─► [T, n_v, d] ─► (merge / codec) ─► ServerHalf.image_embeddings
-                                                                                        ─► packed LM pass (backbones/answer_scoring.py)
+    pixel_values [T,3,S,S] ─ vision_features (grad) ─► [T, n_v, d] ─► (merge / codec)
+        ─► ServerHalf.image_embeddings ─► packed LM pass (backbones.answer_scoring)
 
 The modules are those of one ``LlavaOnevisionForConditionalGeneration`` (or ``LlavaForConditionalGeneration``), so
 ``save`` writes a normal llava-hf directory that ``backbones.load_device_half`` / ``load_server_half`` and
@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+
 from tofc_ros.backbones.device_half import DeviceHalf
 from tofc_ros.backbones.server_half import ServerHalf
 from tofc_ros.backbones.spec import BackboneSpec
@@ -49,10 +50,18 @@ class TrainableLlava:
         lm.lm_head = model.lm_head
         lm.generation_config = model.generation_config
         self.device_ = next(model.parameters()).device
-        self.server = ServerHalf(self.spec, inner.multi_modal_projector, getattr(inner, "image_newline", None), lm,
-                                 tokenizer, dtype=next(model.parameters()).dtype, device=self.device_)
-        self.device_half = DeviceHalf(self.spec, self.vision_core, image_processor,
-                                      dtype=next(model.parameters()).dtype, device=self.device_)
+        self.server = ServerHalf(
+            self.spec,
+            inner.multi_modal_projector,
+            getattr(inner, "image_newline", None),
+            lm,
+            tokenizer,
+            dtype=next(model.parameters()).dtype,
+            device=self.device_,
+        )
+        self.device_half = DeviceHalf(
+            self.spec, self.vision_core, image_processor, dtype=next(model.parameters()).dtype, device=self.device_
+        )
 
     def parameters(self):
         """All parameters of the underlying model."""
@@ -64,12 +73,15 @@ class TrainableLlava:
 
     # ----------------------------------------------------------------------------------------------- build / save
     @classmethod
-    def from_config(cls, config, tokenizer, image_processor, seed: int = 0) -> "TrainableLlava":
+    def from_config(cls, config, tokenizer, image_processor, seed: int = 0) -> TrainableLlava:
         """A freshly initialised model of ``config`` (seeded; the global RNG is left as it was)."""
         from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration
 
-        klass = (LlavaOnevisionForConditionalGeneration if config.model_type == "llava_onevision"
-                 else LlavaForConditionalGeneration)
+        klass = (
+            LlavaOnevisionForConditionalGeneration
+            if config.model_type == "llava_onevision"
+            else LlavaForConditionalGeneration
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = klass(config)
@@ -79,16 +91,18 @@ class TrainableLlava:
         return cls(model, tokenizer, image_processor)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                        device: str = "cpu") -> "TrainableLlava":
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ) -> TrainableLlava:
         """Load a local llava-hf directory (safetensors only; never a pickle)."""
         from transformers import AutoModelForImageTextToText
 
         from tofc_ros.backbones.loading import load_image_processor, load_tokenizer, resolve_model_dir
 
         model_dir = resolve_model_dir(path)
-        model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, use_safetensors=True,
-                                                            local_files_only=True).to(device)
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_dir, dtype=dtype, use_safetensors=True, local_files_only=True
+        ).to(device)
         return cls(model, load_tokenizer(model_dir), load_image_processor(model_dir))
 
     def save(self, out_dir: str | os.PathLike) -> Path:

@@ -14,9 +14,10 @@ Three stages, one command:
    With ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's word with the image, which it
    never learned on full tokens from a fresh start.
 1. VQA training on full tokens: the loss is the cross-entropy of the answer tokens + EOS given the full prompt,
-   through the same ServerHalf prompt/projection/token-order code that serves the model (``backbones.answer_scoring.answer_logits``
-   shares the image prefix between an image's questions, exactly). The tower stays frozen when ``train_vision`` is
-   false (as in LLaVA's own recipe); no codec, and merging only if ``merge`` asks for it.
+   through the same ServerHalf prompt/projection/token-order code that serves the model
+   (``backbones.answer_scoring.answer_logits`` shares the image prefix between an image's questions, exactly).
+   The tower stays frozen when ``train_vision`` is false (as in LLaVA's own recipe); no codec, and merging only if
+   ``merge`` asks for it.
 
 Stages 1a and 1 can re-balance the yes/no questions (``yes_no_match_rate``, ``train.counterfactual``).
 
@@ -40,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from tofc_ros.data.easyvqa import VQAImage, load_split, num_questions
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
+from tofc_ros.data.easyvqa import VQAImage, load_split
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
@@ -52,13 +54,19 @@ from tofc_ros.train.common import (
     timer,
 )
 from tofc_ros.train.counterfactual import Counterfactuals
-from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
+from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 
-__all__ = ["TinyModelConfig", "MergedStageConfig", "PretrainConfig", "build_tiny_ov", "pretrain", "vision_batch",
-           "main"]
+__all__ = [
+    "TinyModelConfig",
+    "MergedStageConfig",
+    "PretrainConfig",
+    "build_tiny_ov",
+    "pretrain",
+    "vision_batch",
+    "main",
+]
 
 
 @dataclass(frozen=True)
@@ -201,17 +209,23 @@ def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]
     feats = model.vision_features(torch.cat(tiles).to(model.device_))
     out, i = [], 0
     for u, repeat, grid, size in meta:
-        f = feats[i: i + u]
+        f = feats[i : i + u]
         out.append((f.repeat(repeat, 1, 1) if repeat > 1 else f, grid, size))
         i += u
     return out
 
 
 @torch.no_grad()
-def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: int = 16,
-                  progress: bool = False, merge: str = "none", n_c: int = 32) -> dict:
-    """Teacher-forced greedy exact-match accuracy (see ``backbones.answer_scoring.answer_stats``): uncompressed features, or merged
-    ones when ``merge`` is not "none"."""
+def evaluate_full(
+    model: TrainableLlava,
+    items: list[VQAImage],
+    batch_images: int = 16,
+    progress: bool = False,
+    merge: str = "none",
+    n_c: int = 32,
+) -> dict:
+    """Teacher-forced greedy exact-match accuracy (see ``backbones.answer_scoring.answer_stats``): uncompressed
+    features, or merged ones when ``merge`` is not "none"."""
     pixels = PixelPath(model.device_half)
     prompts = PromptCache(model.server)
     correct = total = 0
@@ -221,7 +235,7 @@ def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: in
 
         rng = tqdm(rng, desc="eval", leave=False)
     for s in rng:
-        chunk = items[s: s + batch_images]
+        chunk = items[s : s + batch_images]
         feats = vision_batch(model, pixels, chunk)
         embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), g, sz) for f, g, sz in feats]
         scores = answer_logits(model.server, prompts, embeds, [c.questions for c in chunk], [c.answers for c in chunk])
@@ -231,8 +245,19 @@ def evaluate_full(model: TrainableLlava, items: list[VQAImage], batch_images: in
     return {"accuracy": correct / max(total, 1), "correct": correct, "questions": total}
 
 
-def _vqa_stage(model: TrainableLlava, cfg: PretrainConfig, train: list[VQAImage], epochs: float, merge: str, n_c: int,
-               name: str, rewrite: Counterfactuals | None, log: JsonlLog, progress: bool, seed_offset: int = 0) -> int:
+def _vqa_stage(
+    model: TrainableLlava,
+    cfg: PretrainConfig,
+    train: list[VQAImage],
+    epochs: float,
+    merge: str,
+    n_c: int,
+    name: str,
+    rewrite: Counterfactuals | None,
+    log: JsonlLog,
+    progress: bool,
+    seed_offset: int = 0,
+) -> int:
     """One VQA training stage (fresh AdamW, warm-up + cosine schedule) on full or merged tokens; returns its steps."""
     steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
     total = int(round(epochs * steps_per_epoch))
@@ -241,8 +266,11 @@ def _vqa_stage(model: TrainableLlava, cfg: PretrainConfig, train: list[VQAImage]
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     pixels = PixelPath(model.device_half)
     prompts = PromptCache(model.server)
     gen = torch.Generator().manual_seed(cfg.seed + seed_offset)
@@ -279,8 +307,15 @@ def _vqa_stage(model: TrainableLlava, cfg: PretrainConfig, train: list[VQAImage]
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(ok.float().mean()):.2f}")
         if (step + 1) % cfg.log_every == 0 or step + 1 == total:
-            log.write(stage=name, step=step + 1, loss=run_loss / run_n, train_acc=run_acc / run_n, lr=lr,
-                      grad_norm=float(gnorm), elapsed_s=timer() - t0)
+            log.write(
+                stage=name,
+                step=step + 1,
+                loss=run_loss / run_n,
+                train_acc=run_acc / run_n,
+                lr=lr,
+                grad_norm=float(gnorm),
+                elapsed_s=timer() - t0,
+            )
             run_loss = run_acc = 0.0
             run_n = 0
     if bar is not None:
@@ -303,9 +338,15 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     log_path.unlink(missing_ok=True)
     log = JsonlLog(log_path)
     train = load_split("train", cfg.train_limit)
-    vision_summary = pretrain_vision(model, cfg.vision_pretrain, train,
-                                     load_split("test") if cfg.vision_pretrain.steps > 0 else None,
-                                     cfg.seed, log=log, progress=progress)
+    vision_summary = pretrain_vision(
+        model,
+        cfg.vision_pretrain,
+        train,
+        load_split("test") if cfg.vision_pretrain.steps > 0 else None,
+        cfg.seed,
+        log=log,
+        progress=progress,
+    )
     model.model.train()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -317,8 +358,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     ms = cfg.merged_stage
     merged_steps = 0
     if ms.epochs > 0:
-        merged_steps = _vqa_stage(model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress,
-                                  seed_offset=1)
+        merged_steps = _vqa_stage(
+            model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress, seed_offset=1
+        )
     total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress)
     train_s = timer() - t0
     model.model.eval()
@@ -339,9 +381,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         "eval_seconds": round(timer() - t1, 1),
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "test": {**result, "split": "test", "limit": cfg.eval_limit,
-                 "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
-                 "features": "uncompressed (729 per tile, reference OneVision packing)"},
+        "test": {
+            **result,
+            "split": "test",
+            "limit": cfg.eval_limit,
+            "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
+            "features": "uncompressed (729 per tile, reference OneVision packing)",
+        },
     }
     if merged is not None:
         summary["test_merged"] = {**merged, "merge": cfg.merge, "n_c": cfg.n_c}
@@ -351,12 +397,18 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML config (keys of PretrainConfig)")
     parser.add_argument("--out", required=True, help="output model directory")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set epochs=1 --set model.vision_layers=2")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set epochs=1 --set model.vision_layers=2",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(PretrainConfig, args.config, args.set)

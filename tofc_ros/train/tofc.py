@@ -27,9 +27,7 @@ Outputs per run directory:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.data.easyvqa import load_split
 from tofc_ros.train.common import (
     JsonlLog,
@@ -49,9 +48,8 @@ from tofc_ros.train.common import (
     set_threads,
     timer,
 )
-from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
+from tofc_ros.train.llava import TrainableLlava
 from tofc_ros.train.pretrain import vision_batch
 
 __all__ = ["LoraSettings", "CodecSettings", "TofcTrainConfig", "TofcTrainer", "expand_sweep", "main"]
@@ -178,9 +176,17 @@ class TofcTrainer:
         self._apply_lora()
         d = self.llava.spec.vision_dim
         c = cfg.codec
-        hcfg = HyperpriorConfig(d=d, n_e=c.n_e, y_step=c.y_step, scale_min=c.scale_min, scale_max=c.scale_max,
-                                scale_levels=c.scale_levels, ha_hidden=c.ha_hidden, hs_hidden=c.hs_hidden,
-                                router_hidden=c.router_hidden)
+        hcfg = HyperpriorConfig(
+            d=d,
+            n_e=c.n_e,
+            y_step=c.y_step,
+            scale_min=c.scale_min,
+            scale_max=c.scale_max,
+            scale_levels=c.scale_levels,
+            ha_hidden=c.ha_hidden,
+            hs_hidden=c.hs_hidden,
+            router_hidden=c.router_hidden,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             self.codec = SelectiveEntropyModel(hcfg).to(device)
@@ -200,8 +206,10 @@ class TofcTrainer:
         main_ids = {id(p) for p in codec_main + model_params}
         if main_ids & aux_ids:
             raise RuntimeError("main and auxiliary parameter sets overlap")
-        groups = [{"params": model_params, "lr": cfg.lr, "base_lr": cfg.lr},
-                  {"params": codec_main, "lr": cfg.codec_lr, "base_lr": cfg.codec_lr}]
+        groups = [
+            {"params": model_params, "lr": cfg.lr, "base_lr": cfg.lr},
+            {"params": codec_main, "lr": cfg.codec_lr, "base_lr": cfg.codec_lr},
+        ]
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
         self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.model_params, self.codec_main, self.aux_params = model_params, codec_main, aux
@@ -229,8 +237,13 @@ class TofcTrainer:
         if patterns:
             from peft import LoraConfig, inject_adapter_in_model
 
-            lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                              target_modules="|".join(f"(?:{p})" for p in patterns), bias="none")
+            lcfg = LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules="|".join(f"(?:{p})" for p in patterns),
+                bias="none",
+            )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed + 2)
                 inject_adapter_in_model(lcfg, model)  # in place: the serving views keep pointing at these modules
@@ -255,7 +268,7 @@ class TofcTrainer:
         idx = self.order[: cfg.batch_images]
         del self.order[: cfg.batch_images]
         if self.acc is not None and self.acc.num_processes > 1:
-            idx = idx[self.acc.process_index:: self.acc.num_processes]
+            idx = idx[self.acc.process_index :: self.acc.num_processes]
         return [self.train[i] for i in idx]
 
     def loss_terms(self, batch, temperature: float) -> dict:
@@ -268,8 +281,7 @@ class TofcTrainer:
         out = self.codec(torch.cat([m.reshape(-1, m.shape[-1]) for m in merged]), temperature=temperature)
         x_hat = torch.split(out["x_hat"], sizes)
         bits = torch.stack([b.sum() for b in torch.split(out["bits"], sizes)])  # [B] bits per image
-        embeds = [server.image_embeddings(xh.reshape(m.shape), g, s)
-                  for xh, m, (_, g, s) in zip(x_hat, merged, feats)]
+        embeds = [server.image_embeddings(xh.reshape(m.shape), g, s) for xh, m, (_, g, s) in zip(x_hat, merged, feats)]
         scores = answer_logits(server, self.prompts, embeds, [b.questions for b in batch], [b.answers for b in batch])
         distortion, ok = answer_stats(scores)
         rate = bits.mean()
@@ -278,8 +290,9 @@ class TofcTrainer:
         if cfg.full_feature_images > 0:
             n = min(cfg.full_feature_images, len(batch))
             full = [server.image_embeddings(f, g, s) for f, g, s in feats[:n]]
-            sc = answer_logits(server, self.prompts, full, [b.questions for b in batch[:n]],
-                               [b.answers for b in batch[:n]])
+            sc = answer_logits(
+                server, self.prompts, full, [b.questions for b in batch[:n]], [b.answers for b in batch[:n]]
+            )
             d_full, _ = answer_stats(sc)
             terms["D_full"] = d_full
             terms["loss"] = total + d_full
@@ -313,8 +326,9 @@ class TofcTrainer:
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _trainable_state(self) -> dict[str, torch.Tensor]:
-        state = {f"model.{n}": p.detach().cpu().contiguous() for n, p in self.llava.named_parameters()
-                 if p.requires_grad}
+        state = {
+            f"model.{n}": p.detach().cpu().contiguous() for n, p in self.llava.named_parameters() if p.requires_grad
+        }
         state.update({f"codec.{n}": p.detach().cpu().contiguous() for n, p in self.codec.named_parameters()})
         return state
 
@@ -353,8 +367,12 @@ class TofcTrainer:
         opt_tensors["rng|torch"] = torch.get_rng_state()
         opt_tensors["rng|data"] = self.gen.get_state()
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        state = {"step": self.step, "order": self.order, "optimizer_scalars": opt_meta,
-                 "config": config_to_dict(self.cfg)}
+        state = {
+            "step": self.step,
+            "order": self.order,
+            "optimizer_scalars": opt_meta,
+            "config": config_to_dict(self.cfg),
+        }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
         shutil.rmtree(ck, ignore_errors=True)
         tmp.rename(ck)
@@ -408,10 +426,16 @@ class TofcTrainer:
         self.codec.update()
         fp = save_model(self.codec, self.run_dir / "codec.safetensors")
         adapters = {n: p.detach().cpu().contiguous() for n, p in self.llava.named_parameters() if p.requires_grad}
-        save_file(adapters, str(self.run_dir / "adapters.safetensors"),
-                  metadata={"format": "tofc-adapters/1", "base_model": str(self.cfg.model)})
-        out = {"codec": str(self.run_dir / "codec.safetensors"), "codec_fingerprint": fp.hex(),
-               "adapters": str(self.run_dir / "adapters.safetensors")}
+        save_file(
+            adapters,
+            str(self.run_dir / "adapters.safetensors"),
+            metadata={"format": "tofc-adapters/1", "base_model": str(self.cfg.model)},
+        )
+        out = {
+            "codec": str(self.run_dir / "codec.safetensors"),
+            "codec_fingerprint": fp.hex(),
+            "adapters": str(self.run_dir / "adapters.safetensors"),
+        }
         if self.cfg.save_merged or self.cfg.bundle_dir:
             out["model"] = str(self.save_merged_model(self.run_dir / "model"))
         if self.cfg.bundle_dir:
@@ -462,8 +486,12 @@ class TofcTrainer:
         if bar is not None:
             bar.close()
         train_s = timer() - t0
-        summary = {"config": config_to_dict(cfg), "steps": self.step, "train_seconds": round(train_s, 1),
-                   "resumed": resumed}
+        summary = {
+            "config": config_to_dict(cfg),
+            "steps": self.step,
+            "train_seconds": round(train_s, 1),
+            "resumed": resumed,
+        }
         if is_main:
             self.save_checkpoint()
             summary["files"] = self.export()

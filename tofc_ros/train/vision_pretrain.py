@@ -49,7 +49,7 @@ def object_labels(items: list[VQAImage]) -> tuple[torch.Tensor, torch.Tensor]:
     """(shape, colour) class indices per image; -100 (cross-entropy's ignore index) where no question names it."""
     shape = [object_label(it, SHAPES) for it in items]
     colour = [object_label(it, COLOURS) for it in items]
-    as_tensor = lambda v: torch.tensor([-100 if x is None else x for x in v], dtype=torch.long)  # noqa: E731
+    as_tensor = lambda v: torch.tensor([-100 if x is None else x for x in v], dtype=torch.long)
     return as_tensor(shape), as_tensor(colour)
 
 
@@ -77,14 +77,28 @@ def evaluate_vision(model, head: torch.nn.Linear, items: list[VQAImage], batch: 
     ys, yc = object_labels(items)
     counts = np.zeros(4, dtype=np.int64)
     for s in range(0, len(items), batch):
-        z = head(_pooled(model, pixels, items[s: s + batch]))
-        counts += (*_accuracy(z[:, :len(SHAPES)], ys[s: s + batch]), *_accuracy(z[:, len(SHAPES):], yc[s: s + batch]))
-    return {"shape": counts[0] / max(counts[1], 1), "shape_images": int(counts[1]),
-            "colour": counts[2] / max(counts[3], 1), "colour_images": int(counts[3])}
+        z = head(_pooled(model, pixels, items[s : s + batch]))
+        counts += (
+            *_accuracy(z[:, : len(SHAPES)], ys[s : s + batch]),
+            *_accuracy(z[:, len(SHAPES) :], yc[s : s + batch]),
+        )
+    return {
+        "shape": counts[0] / max(counts[1], 1),
+        "shape_images": int(counts[1]),
+        "colour": counts[2] / max(counts[3], 1),
+        "colour_images": int(counts[3]),
+    }
 
 
-def pretrain_vision(model, cfg: VisionPretrainConfig, train: list[VQAImage], test: list[VQAImage] | None,
-                    seed: int, log=None, progress: bool = True) -> dict:
+def pretrain_vision(
+    model,
+    cfg: VisionPretrainConfig,
+    train: list[VQAImage],
+    test: list[VQAImage] | None,
+    seed: int,
+    log=None,
+    progress: bool = True,
+) -> dict:
     """Train ``model``'s vision tower (and a throw-away head) for ``cfg.steps``; returns a summary dict."""
     if cfg.steps <= 0:
         return {"steps": 0}
@@ -114,20 +128,30 @@ def pretrain_vision(model, cfg: VisionPretrainConfig, train: list[VQAImage], tes
         flip = torch.rand(len(idx), generator=gen) < 0.5 if cfg.hflip else None
         z = head(_pooled(model, pixels, [train[i] for i in idx], flip))
         a, b = ys[idx].to(z.device), yc[idx].to(z.device)
-        loss = (F.cross_entropy(z[:, :len(SHAPES)], a, ignore_index=-100)
-                + F.cross_entropy(z[:, len(SHAPES):], b, ignore_index=-100))
+        loss = F.cross_entropy(z[:, : len(SHAPES)], a, ignore_index=-100) + F.cross_entropy(
+            z[:, len(SHAPES) :], b, ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        run += (float(loss.detach()), *_accuracy(z.detach()[:, :len(SHAPES)], a),
-                *_accuracy(z.detach()[:, len(SHAPES):], b))
+        run += (
+            float(loss.detach()),
+            *_accuracy(z.detach()[:, : len(SHAPES)], a),
+            *_accuracy(z.detach()[:, len(SHAPES) :], b),
+        )
         if bar is not None:
             bar.update(1)
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             n = (step % cfg.log_every) + 1
-            log.write(stage="vision", step=step + 1, loss=run[0] / n, shape_acc=run[1] / max(run[2], 1),
-                      colour_acc=run[3] / max(run[4], 1), elapsed_s=timer() - t0)
+            log.write(
+                stage="vision",
+                step=step + 1,
+                loss=run[0] / n,
+                shape_acc=run[1] / max(run[2], 1),
+                colour_acc=run[3] / max(run[4], 1),
+                elapsed_s=timer() - t0,
+            )
             run[:] = 0
     if bar is not None:
         bar.close()

@@ -13,17 +13,26 @@ and RIHS01 hash from the typestore (what ``ros2 bag record`` would store), writt
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tofc_ros.eval.replay.typestore import COMPRESSED_IMAGE, IMAGE, QUESTION, TOFC_TYPES, typestore
 from tofc_ros.pipeline.records import stamp_ns
 
-__all__ = ["STORAGES", "BackgroundBagWriter", "BagError", "BagWriter", "Frame", "BagQuestion", "ReplayBag",
-           "iter_messages", "read_replay_bag"]
+__all__ = [
+    "STORAGES",
+    "BackgroundBagWriter",
+    "BagError",
+    "BagWriter",
+    "Frame",
+    "BagQuestion",
+    "ReplayBag",
+    "iter_messages",
+    "read_replay_bag",
+]
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
@@ -102,16 +111,17 @@ def _open(path: str | Path) -> Reader:
     return reader
 
 
-def _pick(connections, types: tuple[str, ...], wanted: str | None, what: str, path: Path,
-          required: bool) -> str | None:
+def _pick(connections, types: tuple[str, ...], wanted: str | None, what: str, path: Path, required: bool) -> str | None:
     by_topic = {c.topic: c.msgtype for c in connections}
     if wanted:
         if wanted not in by_topic:
             listing = ", ".join(f"{t} ({m})" for t, m in sorted(by_topic.items())) or "none"
             raise BagError(f"{what} topic {wanted!r} is not in bag {str(path)!r}; its topics: {listing}")
         if by_topic[wanted] not in types:
-            raise BagError(f"{what} topic {wanted!r} in bag {str(path)!r} has type {by_topic[wanted]}, "
-                           f"expected one of {', '.join(types)}")
+            raise BagError(
+                f"{what} topic {wanted!r} in bag {str(path)!r} has type {by_topic[wanted]}, "
+                f"expected one of {', '.join(types)}"
+            )
         return wanted
     matches = sorted(t for t, m in by_topic.items() if m in types)
     if len(matches) > 1:
@@ -119,8 +129,7 @@ def _pick(connections, types: tuple[str, ...], wanted: str | None, what: str, pa
     if not matches:
         if required:
             listing = ", ".join(f"{t} ({m})" for t, m in sorted(by_topic.items())) or "none"
-            raise BagError(f"bag {str(path)!r} has no {what} topic of type {' or '.join(types)}; its topics: "
-                           f"{listing}")
+            raise BagError(f"bag {str(path)!r} has no {what} topic of type {' or '.join(types)}; its topics: {listing}")
         return None
     return matches[0]
 
@@ -131,12 +140,15 @@ def _check_definition(conn, path: Path) -> None:
         return
     digest = conn.digest or ""
     if digest.startswith("RIHS01_") and digest != typestore().hash_rihs01(conn.msgtype):
-        raise BagError(f"topic {conn.topic!r} in bag {str(path)!r} was recorded with another definition of "
-                       f"{conn.msgtype} (type hash {digest}, ours {typestore().hash_rihs01(conn.msgtype)})")
+        raise BagError(
+            f"topic {conn.topic!r} in bag {str(path)!r} was recorded with another definition of "
+            f"{conn.msgtype} (type hash {digest}, ours {typestore().hash_rihs01(conn.msgtype)})"
+        )
 
 
-def read_replay_bag(path: str | Path, camera_topic: str | None = None,
-                    questions_topic: str | None = None, need_questions: bool = True) -> ReplayBag:
+def read_replay_bag(
+    path: str | Path, camera_topic: str | None = None, questions_topic: str | None = None, need_questions: bool = True
+) -> ReplayBag:
     """Load a bag's camera frames and questions.
 
     Args:
@@ -171,13 +183,18 @@ def read_replay_bag(path: str | Path, camera_topic: str | None = None,
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
             except Exception as exc:  # truncated or corrupt CDR: rosbags raises assorted errors
-                raise BagError(f"message #{index} on {conn.topic!r} ({conn.msgtype}) at log time {t_ns} ns in "
-                               f"{str(path)!r} is malformed: {type(exc).__name__}: {exc}") from exc
+                raise BagError(
+                    f"message #{index} on {conn.topic!r} ({conn.msgtype}) at log time {t_ns} ns in "
+                    f"{str(path)!r} is malformed: {type(exc).__name__}: {exc}"
+                ) from exc
             if conn.topic == cam:
                 frames.append(Frame(t_ns, conn.topic, conn.msgtype, bytes(raw), stamp_ns(msg.header.stamp)))
             else:
-                questions.append(BagQuestion(t_ns, msg.question_id, msg.text, msg.camera,
-                                             stamp_ns(msg.image_stamp), float(msg.timeout_s)))
+                questions.append(
+                    BagQuestion(
+                        t_ns, msg.question_id, msg.text, msg.camera, stamp_ns(msg.image_stamp), float(msg.timeout_s)
+                    )
+                )
         skipped = {c.topic: c.msgtype for c in conns if c.topic not in (cam, qtopic)}
         storage = _storage_of(path)
     finally:
@@ -236,7 +253,7 @@ class BagWriter:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,8 +12,15 @@ from tofc_ros.eval.replay.bags import BagQuestion
 from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, typestore
 from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status, stamp_ns
 
-__all__ = ["answer_cdr", "answer_record", "features_cdr", "features_frame", "image_cdr", "question_cdr",
-           "compressed_image_cdr"]
+__all__ = [
+    "answer_cdr",
+    "answer_record",
+    "features_cdr",
+    "features_frame",
+    "image_cdr",
+    "question_cdr",
+    "compressed_image_cdr",
+]
 
 
 def _types():
@@ -35,8 +42,14 @@ def _header(ns: int, frame_id: str = ""):
 def question_cdr(q: BagQuestion, asked_ns: int) -> bytes:
     """A tofc_msgs/Question as CDR bytes, its header stamped ``asked_ns`` (the server measures waiting from it)."""
     Question = typestore().types[QUESTION]
-    msg = Question(header=_header(asked_ns), question_id=q.question_id, text=q.text, camera=q.camera,
-                   image_stamp=_time(q.image_stamp_ns), timeout_s=float(q.timeout_s))
+    msg = Question(
+        header=_header(asked_ns),
+        question_id=q.question_id,
+        text=q.text,
+        camera=q.camera,
+        image_stamp=_time(q.image_stamp_ns),
+        timeout_s=float(q.timeout_s),
+    )
     return bytes(typestore().serialize_cdr(msg, QUESTION))
 
 
@@ -46,8 +59,15 @@ def image_cdr(rgb: np.ndarray, stamp: int, frame_id: str = "camera_optical_frame
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
     h, w, _ = rgb.shape
     Image = typestore().types[IMAGE]
-    msg = Image(header=_header(stamp, frame_id), height=h, width=w, encoding="rgb8", is_bigendian=0,
-                step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
+    msg = Image(
+        header=_header(stamp, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=w * 3,
+        data=np.ascontiguousarray(rgb).reshape(-1),
+    )
     return bytes(typestore().serialize_cdr(msg, IMAGE))
 
 
@@ -61,20 +81,42 @@ def compressed_image_cdr(data: bytes, fmt: str, stamp: int, frame_id: str = "cam
 def answer_record(data: bytes) -> AnswerRecord:
     """Deserialise an Answer's CDR bytes (an unknown status value raises ValueError)."""
     m = typestore().deserialize_cdr(data, ANSWER)
-    return AnswerRecord(m.question_id, Status(m.status), m.error, m.text, m.camera, stamp_ns(m.image_stamp),
-                        m.format, int(m.payload_bytes), float(m.device_ms), float(m.transfer_ms), float(m.wait_ms),
-                        float(m.server_ms), float(m.total_ms))
+    return AnswerRecord(
+        m.question_id,
+        Status(m.status),
+        m.error,
+        m.text,
+        m.camera,
+        stamp_ns(m.image_stamp),
+        m.format,
+        int(m.payload_bytes),
+        float(m.device_ms),
+        float(m.transfer_ms),
+        float(m.wait_ms),
+        float(m.server_ms),
+        float(m.total_ms),
+    )
 
 
 def answer_cdr(record: AnswerRecord, stamp: int = 0) -> bytes:
     """An Answer as CDR bytes (offline re-answering and tests; the server node builds its own)."""
     Answer = typestore().types[ANSWER]
-    msg = Answer(header=_header(stamp), question_id=record.question_id, status=int(record.status),
-                 error=record.error, text=record.text, camera=record.camera,
-                 image_stamp=_time(record.image_stamp_ns), format=record.format,
-                 payload_bytes=int(record.payload_bytes), device_ms=float(record.device_ms),
-                 transfer_ms=float(record.transfer_ms), wait_ms=float(record.wait_ms),
-                 server_ms=float(record.server_ms), total_ms=float(record.total_ms))
+    msg = Answer(
+        header=_header(stamp),
+        question_id=record.question_id,
+        status=int(record.status),
+        error=record.error,
+        text=record.text,
+        camera=record.camera,
+        image_stamp=_time(record.image_stamp_ns),
+        format=record.format,
+        payload_bytes=int(record.payload_bytes),
+        device_ms=float(record.device_ms),
+        transfer_ms=float(record.transfer_ms),
+        wait_ms=float(record.wait_ms),
+        server_ms=float(record.server_ms),
+        total_ms=float(record.total_ms),
+    )
     return bytes(typestore().serialize_cdr(msg, ANSWER))
 
 
@@ -82,16 +124,42 @@ def features_frame(data: bytes, arrival_ns: int = 0, keep_payload: bool = False)
     """A CompressedFeatures message's CDR bytes as the server's ReceivedFrame (payload dropped unless kept)."""
     m = typestore().deserialize_cdr(data, FEATURES)
     payload = bytes(m.payload)
-    return ReceivedFrame(camera=m.camera, stamp_ns=stamp_ns(m.header.stamp), sequence=int(m.sequence),
-                         format=m.format, payload=payload if keep_payload else b"", payload_size=len(payload),
-                         refusal="", device_ms=float(m.device_ms), sent_ns=stamp_ns(m.sent), arrival_ns=arrival_ns)
+    return ReceivedFrame(
+        camera=m.camera,
+        stamp_ns=stamp_ns(m.header.stamp),
+        sequence=int(m.sequence),
+        format=m.format,
+        payload=payload if keep_payload else b"",
+        payload_size=len(payload),
+        refusal="",
+        device_ms=float(m.device_ms),
+        sent_ns=stamp_ns(m.sent),
+        arrival_ns=arrival_ns,
+    )
 
 
-def features_cdr(frame_id: str, camera: str, stamp: int, sequence: int, fmt: str, payload: bytes,
-                 device_ms: float = 0.0, sent: int = 0) -> bytes:
+def features_cdr(
+    frame_id: str,
+    camera: str,
+    stamp: int,
+    sequence: int,
+    fmt: str,
+    payload: bytes,
+    device_ms: float = 0.0,
+    sent: int = 0,
+) -> bytes:
     """A CompressedFeatures as CDR bytes (tests and tools; the device node builds its own)."""
     Msg = typestore().types[FEATURES]
-    msg = Msg(header=_header(stamp, frame_id), camera=camera, sequence=sequence, format=fmt,
-              payload=np.frombuffer(payload, np.uint8), vision_ms=0.0, merge_ms=0.0, encode_ms=0.0,
-              device_ms=float(device_ms), sent=_time(sent))
+    msg = Msg(
+        header=_header(stamp, frame_id),
+        camera=camera,
+        sequence=sequence,
+        format=fmt,
+        payload=np.frombuffer(payload, np.uint8),
+        vision_ms=0.0,
+        merge_ms=0.0,
+        encode_ms=0.0,
+        device_ms=float(device_ms),
+        sent=_time(sent),
+    )
     return bytes(typestore().serialize_cdr(msg, FEATURES))

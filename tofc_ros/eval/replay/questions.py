@@ -24,8 +24,15 @@ from pathlib import Path
 
 from tofc_ros.eval.replay.bags import BagQuestion, ReplayBag
 
-__all__ = ["QuestionsFile", "is_correct", "load_questions_file", "normalise", "questions_for", "sidecar_path",
-           "write_questions_file"]
+__all__ = [
+    "QuestionsFile",
+    "is_correct",
+    "load_questions_file",
+    "normalise",
+    "questions_for",
+    "sidecar_path",
+    "write_questions_file",
+]
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _QUESTION_KEYS = {"question_id", "text", "camera", "image_stamp_ns", "time_s", "timeout_s", "answer"}

@@ -42,8 +42,12 @@ def _stats(values: list[float]) -> dict:
     if not values:
         return {"n": 0, "mean": None, "p50": None, "p95": None}
     a = np.asarray(values, dtype=float)
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95))}
+    return {
+        "n": int(a.size),
+        "mean": float(a.mean()),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+    }
 
 
 def build_report(log: ReplayLog) -> dict:
@@ -53,12 +57,21 @@ def build_report(log: ReplayLog) -> dict:
         got = log.answers.get(q.question_id)
         ans, answered_s = got if got else (None, None)
         truth = log.truth.get(q.question_id)
-        row = {"question_id": q.question_id, "question": q.text, "camera": q.camera,
-               "image_stamp_ns": q.image_stamp_ns, "ground_truth": truth, "asked_s": round(asked_s, 6),
-               "answered_s": None if answered_s is None else round(answered_s, 6),
-               "answer": ans.text if ans else None, "status": ans.status.name if ans else "UNANSWERED",
-               "error": ans.error if ans else "", "correct": None,
-               "format": ans.format if ans else "", "payload_bytes": ans.payload_bytes if ans else None}
+        row = {
+            "question_id": q.question_id,
+            "question": q.text,
+            "camera": q.camera,
+            "image_stamp_ns": q.image_stamp_ns,
+            "ground_truth": truth,
+            "asked_s": round(asked_s, 6),
+            "answered_s": None if answered_s is None else round(answered_s, 6),
+            "answer": ans.text if ans else None,
+            "status": ans.status.name if ans else "UNANSWERED",
+            "error": ans.error if ans else "",
+            "correct": None,
+            "format": ans.format if ans else "",
+            "payload_bytes": ans.payload_bytes if ans else None,
+        }
         for term in LATENCY_TERMS:
             row[term] = getattr(ans, term) if ans else None
         if truth is not None:
@@ -85,8 +98,11 @@ def build_report(log: ReplayLog) -> dict:
         "correct": sum(r["correct"] for r in graded),
         "accuracy": (sum(r["correct"] for r in graded) / len(graded)) if graded else None,
         "accuracy_ok_only": (sum(r["correct"] for r in graded_ok) / len(graded_ok)) if graded_ok else None,
-        "bytes_per_question": {"n": len(sizes), "mean": float(np.mean(sizes)) if sizes else None,
-                               "median": float(np.median(sizes)) if sizes else None},
+        "bytes_per_question": {
+            "n": len(sizes),
+            "mean": float(np.mean(sizes)) if sizes else None,
+            "median": float(np.median(sizes)) if sizes else None,
+        },
         "latency_ms": {term: _stats([r[term] for r in ok]) for term in LATENCY_TERMS},
         "frames_played": n_played,
         "features_received": n_received,
@@ -104,8 +120,11 @@ def _fmt(x, spec: str = ".1f") -> str:
 def markdown_summary(report: dict) -> str:
     """The summary as Markdown (what the replay node prints at the end)."""
     s, meta = report["summary"], report["meta"]
-    acc = (f"{s['accuracy']:.1%} ({s['correct']}/{s['with_ground_truth']})" if s["accuracy"] is not None
-           else "– (no ground truth)")
+    acc = (
+        f"{s['accuracy']:.1%} ({s['correct']}/{s['with_ground_truth']})"
+        if s["accuracy"] is not None
+        else "– (no ground truth)"
+    )
     lines = [
         "## Replay report",
         "",
@@ -133,21 +152,38 @@ def markdown_summary(report: dict) -> str:
 
 
 def _markdown(report: dict) -> str:
-    out = [markdown_summary(report), "## Questions", "",
-           "| id | question | truth | answer | status | bytes | total ms |", "|---|---|---|---|---|---|---|"]
+    out = [
+        markdown_summary(report),
+        "## Questions",
+        "",
+        "| id | question | truth | answer | status | bytes | total ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["questions"]:
         answer = (r["answer"] or r["error"] or "").replace("|", "\\|").replace("\n", " ")
         truth = "/".join(r["ground_truth"]) if r["ground_truth"] else "–"
         mark = "" if r["correct"] is None else (" ✓" if r["correct"] else " ✗")
-        out.append(f"| {r['question_id']} | {r['question'].replace('|', '/')} | {truth} | {answer[:80]}{mark} | "
-                   f"{r['status']} | {_fmt(r['payload_bytes'], 'd')} | {_fmt(r['total_ms'])} |")
-    out += ["", "Plots: ![accuracy and bytes](accuracy_bytes.png) ![latency](latency.png) "
-                "![timeline](timeline.png)", ""]
+        out.append(
+            f"| {r['question_id']} | {r['question'].replace('|', '/')} | {truth} | {answer[:80]}{mark} | "
+            f"{r['status']} | {_fmt(r['payload_bytes'], 'd')} | {_fmt(r['total_ms'])} |"
+        )
+    out += [
+        "",
+        "Plots: ![accuracy and bytes](accuracy_bytes.png) ![latency](latency.png) ![timeline](timeline.png)",
+        "",
+    ]
     return "\n".join(out)
 
 
-_STATUS_COLOURS = {"OK": "tab:green", "UNANSWERED": "tab:gray", "NO_FRAME": "tab:orange", "TIMEOUT": "tab:red",
-                   "BUSY": "tab:brown", "DECODE_ERROR": "tab:pink", "MODEL_MISMATCH": "tab:olive"}
+_STATUS_COLOURS = {
+    "OK": "tab:green",
+    "UNANSWERED": "tab:gray",
+    "NO_FRAME": "tab:orange",
+    "TIMEOUT": "tab:red",
+    "BUSY": "tab:brown",
+    "DECODE_ERROR": "tab:pink",
+    "MODEL_MISMATCH": "tab:olive",
+}
 
 
 def _plots(report: dict, log: ReplayLog | None, out: Path) -> None:
@@ -161,8 +197,7 @@ def _plots(report: dict, log: ReplayLog | None, out: Path) -> None:
 
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1.3, 2.6]})
     names = list(s["status_counts"])
-    a1.bar(names, [s["status_counts"][n] for n in names],
-           color=[_STATUS_COLOURS.get(n, "tab:purple") for n in names])
+    a1.bar(names, [s["status_counts"][n] for n in names], color=[_STATUS_COLOURS.get(n, "tab:purple") for n in names])
     a1.set_title("answers by status")
     a1.tick_params(axis="x", labelrotation=30)
     accs = [("all", s["accuracy"]), ("OK only", s["accuracy_ok_only"])]
@@ -198,10 +233,22 @@ def _plots(report: dict, log: ReplayLog | None, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4))
     if log is not None:
-        ax.plot([t for _, t in log.frames], np.full(len(log.frames), -1.0), "|", color="tab:blue", ms=10,
-                label="frame played")
-        ax.plot([t for _, t in log.features], np.full(len(log.features), -2.0), "|", color="tab:cyan", ms=10,
-                label="features received")
+        ax.plot(
+            [t for _, t in log.frames],
+            np.full(len(log.frames), -1.0),
+            "|",
+            color="tab:blue",
+            ms=10,
+            label="frame played",
+        )
+        ax.plot(
+            [t for _, t in log.features],
+            np.full(len(log.features), -2.0),
+            "|",
+            color="tab:cyan",
+            ms=10,
+            label="features received",
+        )
     for i, r in enumerate(rows):
         end = r["answered_s"] if r["answered_s"] is not None else r["asked_s"]
         ax.plot([r["asked_s"], end], [i, i], "-", color=_STATUS_COLOURS.get(r["status"], "tab:purple"), lw=2)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tofc_ros.eval.replay.bags import BagQuestion, BagWriter
-from tofc_ros.eval.replay.messages import question_cdr, image_cdr
+from tofc_ros.eval.replay.messages import image_cdr, question_cdr
 from tofc_ros.eval.replay.questions import sidecar_path, write_questions_file
 from tofc_ros.eval.replay.typestore import IMAGE, QUESTION
 
@@ -23,9 +23,15 @@ CAMERA_TOPIC = "/camera/image_raw"
 QUESTIONS_TOPIC = "/questions"
 
 
-def write_sample_bag(out: str | Path, storage: str = "mcap", n_images: int = 20, rate_hz: float = 2.0,
-                     questions_per_image: int | None = None, camera: str = "front",
-                     question_offset_s: float = 0.05) -> tuple[Path, Path, int]:
+def write_sample_bag(
+    out: str | Path,
+    storage: str = "mcap",
+    n_images: int = 20,
+    rate_hz: float = 2.0,
+    questions_per_image: int | None = None,
+    camera: str = "front",
+    question_offset_s: float = 0.05,
+) -> tuple[Path, Path, int]:
     """Write an easy-vqa replay bag and its ground-truth sidecar.
 
     Args:

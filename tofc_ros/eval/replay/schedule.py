@@ -13,8 +13,8 @@ report what came back. Time is in seconds since ``start``; tests drive it with a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tofc_ros.eval.replay.bags import BagQuestion, Frame
 
@@ -41,9 +41,16 @@ class ReplaySchedule:
         wait_for_features: fast mode waits for each frame's features.
     """
 
-    def __init__(self, frames: Sequence[Frame], questions: Sequence[BagQuestion], mode: str = "timed",
-                 rate: float = 1.0, frame_timeout_s: float = 2.0, answer_timeout_s: float = 30.0,
-                 wait_for_features: bool = True) -> None:
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        questions: Sequence[BagQuestion],
+        mode: str = "timed",
+        rate: float = 1.0,
+        frame_timeout_s: float = 2.0,
+        answer_timeout_s: float = 30.0,
+        wait_for_features: bool = True,
+    ) -> None:
         if mode not in ("timed", "fast"):
             raise ValueError(f"mode must be 'timed' or 'fast', got {mode!r}")
         if not rate > 0:
@@ -94,8 +101,10 @@ class ReplaySchedule:
                 if not done and now < w.deadline:
                     break
                 if not done:
-                    self.timeouts.append(f"no {'features' if w.kind == 'frame' else 'answer'} for {w.kind} {w.key} "
-                                         f"within the timeout; going on")
+                    self.timeouts.append(
+                        f"no {'features' if w.kind == 'frame' else 'answer'} for {w.kind} {w.key} "
+                        f"within the timeout; going on"
+                    )
                 self._waiting = None
             event = self.events[self._next]
             self._next += 1

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 __all__ = ["IMAGE", "COMPRESSED_IMAGE", "QUESTION", "ANSWER", "FEATURES", "TOFC_TYPES", "msg_dir", "typestore"]
