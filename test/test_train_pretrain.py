@@ -15,6 +15,7 @@ from tofc_ros.train.pretrain import (
     PretrainConfig,
     TinyModelConfig,
     build_tiny_ov,
+    load_data,
     pretrain,
     vision_batch,
 )
@@ -196,3 +197,54 @@ def test_bad_merge_settings_fail_when_the_config_is_built():
         MergedStageConfig(epochs=1.0, n_c=800)
     with pytest.raises(ValueError, match="match_rate"):
         PretrainConfig(yes_no_match_rate=2.0)
+
+
+def test_patch_labels_follow_the_objects_into_every_tile():
+    from tofc_ros.backbones.spec import BackboneSpec
+    from tofc_ros.backbones.tiny import tiny_config
+    from tofc_ros.data import scenes
+    from tofc_ros.train.vision_pretrain import N_PATCH_CLASSES, patch_labels
+
+    spec = BackboneSpec.from_config(tiny_config("onevision", vocab_size=32))
+    for item in scenes.load_split("train", 6):
+        labels = patch_labels(spec, item)
+        w, h = item.size
+        assert labels.shape == (spec.num_tiles(spec.tile_grid((h, w))), 729)
+        assert int(labels.min()) >= 0 and int(labels.max()) < N_PATCH_CLASSES
+        expected = {1 + scenes.SHAPES.index(o.shape) * 8 + scenes.COLOURS.index(o.color) for o in item.objects}
+        assert set(labels[1:].unique().tolist()) - {0} <= expected  # no label but the scene's own objects
+        assert set(labels.unique().tolist()) - {0} == expected  # every object labels some patch somewhere
+        assert float((labels > 0).float().mean()) < 0.2  # small objects: mostly background
+
+
+def test_scene_data_runs_every_stage_with_cached_features(tmp_path):
+    from tofc_ros.train.pretrain import FeatureCache, SceneDataConfig
+    from tofc_ros.train.vision_pretrain import VisionPretrainConfig
+
+    cfg = PretrainConfig(
+        data="scenes",
+        scenes=SceneDataConfig(train_images=3, test_images=2),
+        model=TINY,
+        vision_pretrain=VisionPretrainConfig(
+            steps=2, batch_images=2, warmup_steps=1, eval_images=2, log_every=1, loader_workers=0
+        ),
+        merged_stage=MergedStageConfig(epochs=1.0, n_c=4),
+        epochs=1.0,
+        batch_images=2,
+        warmup_steps=1,
+        log_every=1,
+        threads=1,
+        train_vision=False,
+    )
+    summary = pretrain(cfg, tmp_path, progress=False)
+    assert summary["vision_pretrain"]["objective"] == "patch labels" and summary["test"]["questions"] > 0
+    stages = [json.loads(line)["stage"] for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
+    assert stages == ["vision_patches"] * 2 + ["vqa_merged"] * 2 + ["vqa"] * 2
+    model = build_tiny_ov(TINY, seed=0)
+    items = load_data(cfg, "train")
+    cache = FeatureCache(model, enabled=True)
+    first = cache.batch(items[:2], "dpc_knn", 4)
+    again = cache.batch(items[:2], "dpc_knn", 4)  # from the cache: the same features, no tower pass
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again)) and len(cache._store) == 2
+    with pytest.raises(ValueError, match="balanced by construction"):
+        PretrainConfig(data="scenes", yes_no_match_rate=0.5)

@@ -1,6 +1,7 @@
-"""Train the bundled tiny LLaVA-OneVision model from scratch on easy-vqa (uncompressed features).
+"""Train a tiny LLaVA-OneVision model from scratch on easy-vqa or the camera-resolution scenes.
 
     python -m tofc_ros.train.pretrain --config configs/train_easyvqa_base.yaml --out models/easyvqa-tiny-ov
+    python -m tofc_ros.train.pretrain --config configs/train_scenes_base.yaml --out models/scenes-tiny-ov-base
 
 The model uses the real classes (LlavaOnevisionForConditionalGeneration: SigLIP vision tower, 2-layer MLP projector,
 Qwen2 language model) with small widths and the real vision geometry (384² tiles, 14-px patches, 27×27 = 729 tokens
@@ -9,7 +10,8 @@ Three stages, one command:
 
 0. vision pre-training (``vision_pretrain``, ``train.vision_pretrain``): the tower alone learns the object's shape and
    colour through a linear head. Real LLaVA towers arrive pre-trained; this one cannot, and trained end to end from
-   scratch on the VQA loss the model never learned shapes (83.1 % test, shape answers near chance).
+   scratch on the VQA loss the model never learned shapes (83.1 % test, shape answers near chance). easy-vqa: one
+   label per image (mean-pooled head); scenes: one label per patch, from the scene's object map.
 1a. VQA training on merged tokens (``merged_stage``, optional): DPC-KNN merging to n_c tokens per tile, tower frozen.
    With ~40 image tokens instead of 1,485 the tiny LM learns to compare a question's word with the image, which it
    never learned on full tokens from a fresh start.
@@ -24,7 +26,9 @@ Stages 1a and 1 can re-balance the yes/no questions (``yes_no_match_rate``, ``tr
 What makes this fast enough on 2 CPU cores: tiny widths; all of an image's ~10 questions in one LM pass over the
 1,488-token prefix (causal flash-attention kernel) with the suffixes attending to its KV cache; one vision-tower pass
 per image (its thumbnail and grid tile are the same pixels); the processor's resize/normalise done directly (checked
-against the processor). Deterministic: seeded init, seeded data order, single process.
+against the processor); with the tower frozen, each image's (merged) features computed once and kept
+(``cache_features``). Deterministic: seeded init, seeded data order, single process (scenes' stage 0 renders frames
+in a worker process, in a seeded order).
 
 Output directory: a llava-hf model (config.json, model.safetensors, tokenizer, preprocessor config) plus
 ``pretrain_summary.json`` (config, steps, wall time, test accuracy) and ``pretrain_log.jsonl``.
@@ -42,7 +46,8 @@ from pathlib import Path
 import torch
 
 from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
-from tofc_ros.data.easyvqa import VQAImage, load_split
+from tofc_ros.data import easyvqa, scenes
+from tofc_ros.data.easyvqa import VQAImage
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
@@ -56,7 +61,7 @@ from tofc_ros.train.common import (
 from tofc_ros.train.counterfactual import Counterfactuals
 from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
 from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
+from tofc_ros.train.vision_pretrain import VisionPretrainConfig, pretrain_vision, pretrain_vision_dense
 
 __all__ = [
     "TinyModelConfig",
@@ -113,9 +118,23 @@ class MergedStageConfig:
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Pre-training settings (YAML keys of configs/train_easyvqa_base.yaml)."""
+class SceneDataConfig:
+    """``scenes:`` (data: scenes): how many scenes of each split and the generator's seed (tofc_ros.data.scenes)."""
 
+    train_images: int = 10_000
+    test_images: int = 1_000
+    seed: int = 0
+
+
+DATA_SETS = ("easyvqa", "scenes")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training settings (YAML keys of configs/train_easyvqa_base.yaml, configs/train_scenes_base.yaml)."""
+
+    data: str = "easyvqa"  # easyvqa | scenes
+    scenes: SceneDataConfig = field(default_factory=SceneDataConfig)
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)  # stage 0 (steps 0: none)
     merged_stage: MergedStageConfig = field(default_factory=MergedStageConfig)  # stage 1a (epochs 0: none)
@@ -143,8 +162,15 @@ class PretrainConfig:
     # Share of training yes/no questions rewritten to name the object (train.counterfactual; None: as easy-vqa has
     # them, 1 in 8 for colours and 1 in 3 for shapes).
     yes_no_match_rate: float | None = None
+    # With the tower frozen, keep each training image's (merged) features after its first use instead of running the
+    # tower again every epoch (full-token scene features take ~0.8 MB each in float16).
+    cache_features: bool = True
 
     def __post_init__(self):
+        if self.data not in DATA_SETS:
+            raise ValueError(f"data must be one of {DATA_SETS}, got {self.data!r}")
+        if self.data == "scenes" and self.yes_no_match_rate is not None:
+            raise ValueError("yes_no_match_rate rewrites easy-vqa questions; scenes are balanced by construction")
         # Checked here, not at the first VQA step: that comes after the vision stage's ~11 minutes.
         if self.merge not in MERGE_METHODS:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
@@ -193,6 +219,43 @@ def sincos_2d(side: int, dim: int) -> torch.Tensor:
     out_x = xs.reshape(-1, 1) * omega
     table = torch.cat([out_y.sin(), out_y.cos(), out_x.sin(), out_x.cos()], dim=1)
     return table.float()
+
+
+def load_data(cfg: PretrainConfig, split: str, limit: int | None = None) -> list:
+    """The (image, questions, answers) items of a split of the configured data set."""
+    if cfg.data == "scenes":
+        n = cfg.scenes.train_images if split == "train" else cfg.scenes.test_images
+        return scenes.load_split(split, n, cfg.scenes.seed, limit=limit)
+    return easyvqa.load_split(split, limit)
+
+
+class FeatureCache:
+    """Vision features per training image, computed once while the tower is frozen (merged ones as float32, full
+    ones as float16; the LM trains on float32 either way)."""
+
+    def __init__(self, model: TrainableLlava, enabled: bool):
+        self.model, self.enabled = model, enabled
+        self.pixels = PixelPath(model.device_half)
+        self._store: dict[tuple, tuple] = {}
+
+    def batch(self, items: list, merge: str, n_c: int) -> list[tuple[torch.Tensor, tuple, tuple]]:
+        """(features [T, n, d], grid, image size) per item; differentiable unless cached (frozen tower)."""
+        keys = [(getattr(it, "split", ""), it.image_id, merge, n_c) for it in items]
+        missing = [i for i, k in enumerate(keys) if k not in self._store] if self.enabled else range(len(items))
+        fresh = {}
+        if missing:
+            with torch.no_grad() if self.enabled else torch.enable_grad():
+                feats = vision_batch(self.model, self.pixels, [items[i] for i in missing])
+            for i, (f, grid, size) in zip(missing, feats):
+                f = merge_features(f, n_c, merge)
+                fresh[i] = (f, grid, size)
+                if self.enabled:
+                    self._store[keys[i]] = (f.half() if merge == "none" else f, grid, size)
+        out = []
+        for i, k in enumerate(keys):
+            f, grid, size = fresh[i] if i in fresh else self._store[k]
+            out.append((f.float(), grid, size))
+        return out
 
 
 def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]):
@@ -257,6 +320,7 @@ def _vqa_stage(
     log: JsonlLog,
     progress: bool,
     seed_offset: int = 0,
+    cache: FeatureCache | None = None,
 ) -> int:
     """One VQA training stage (fresh AdamW, warm-up + cosine schedule) on full or merged tokens; returns its steps."""
     steps_per_epoch = math.ceil(len(train) / cfg.batch_images)
@@ -291,8 +355,11 @@ def _vqa_stage(
         lr = cosine_lr(step, total, cfg.warmup_steps, cfg.lr, cfg.final_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        feats = vision_batch(model, pixels, batch)
-        embeds = [model.server.image_embeddings(merge_features(f, n_c, merge), grid, size) for f, grid, size in feats]
+        if cache is not None:
+            feats = cache.batch(batch, merge, n_c)
+        else:
+            feats = [(merge_features(f, n_c, merge), g, sz) for f, g, sz in vision_batch(model, pixels, batch)]
+        embeds = [model.server.image_embeddings(f, grid, size) for f, grid, size in feats]
         qa = [rewrite.questions(b, f"{name}/{step}") if rewrite else (b.questions, b.answers) for b in batch]
         scores = answer_logits(model.server, prompts, embeds, [q for q, _ in qa], [a for _, a in qa])
         loss, ok = answer_stats(scores)
@@ -337,12 +404,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     log_path = out / "pretrain_log.jsonl"
     log_path.unlink(missing_ok=True)
     log = JsonlLog(log_path)
-    train = load_split("train", cfg.train_limit)
-    vision_summary = pretrain_vision(
+    train = load_data(cfg, "train", cfg.train_limit)
+    stage0 = pretrain_vision_dense if cfg.data == "scenes" else pretrain_vision
+    vision_summary = stage0(
         model,
         cfg.vision_pretrain,
         train,
-        load_split("test") if cfg.vision_pretrain.steps > 0 else None,
+        load_data(cfg, "test") if cfg.vision_pretrain.steps > 0 else None,
         cfg.seed,
         log=log,
         progress=progress,
@@ -354,19 +422,21 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         for p in model.vision_core.parameters():
             p.requires_grad_(False)
     rewrite = Counterfactuals(cfg.yes_no_match_rate, cfg.seed) if cfg.yes_no_match_rate is not None else None
+    cache = FeatureCache(model, enabled=cfg.cache_features and not cfg.train_vision)
     t0 = timer()
     ms = cfg.merged_stage
     merged_steps = 0
     if ms.epochs > 0:
         merged_steps = _vqa_stage(
-            model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress, seed_offset=1
+            model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress, 1, cache
         )
-    total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress)
+    total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress, 0, cache)
+    del cache
     train_s = timer() - t0
     model.model.eval()
     model.save(out)
     t1 = timer()
-    test = load_split("test", cfg.eval_limit)
+    test = load_data(cfg, "test", cfg.eval_limit)
     result = evaluate_full(model, test, cfg.eval_batch_images, progress=progress)
     merged = None
     if cfg.merge != "none":

@@ -26,7 +26,16 @@ import torch.nn.functional as F
 from tofc_ros.data.easyvqa import COLOURS, SHAPES, VQAImage, object_label
 from tofc_ros.train.common import PixelPath, cosine_lr, timer
 
-__all__ = ["VisionPretrainConfig", "object_labels", "pretrain_vision", "evaluate_vision"]
+__all__ = [
+    "VisionPretrainConfig",
+    "object_labels",
+    "pretrain_vision",
+    "evaluate_vision",
+    "N_PATCH_CLASSES",
+    "patch_labels",
+    "pretrain_vision_dense",
+    "evaluate_dense",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class VisionPretrainConfig:
     hflip: bool = True
     log_every: int = 25
     eval_images: int = 1000  # test images scored at the end of the stage (reported only)
+    # Scenes (patch labels): tiles trained per frame (the thumbnail, those with objects, then random others), the
+    # weight of background patches, and worker processes rendering and tiling frames while the tower trains.
+    tiles_per_frame: int = 4
+    background_weight: float = 0.1
+    loader_workers: int = 1
 
 
 def object_labels(items: list[VQAImage]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,4 +173,186 @@ def pretrain_vision(
     summary = {"steps": cfg.steps, "seconds": round(timer() - t0, 1)}
     if test:
         summary["test"] = evaluate_vision(model, head, test[: cfg.eval_images])
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ dense (scenes)
+# Camera-resolution scenes hold 1-3 small objects on a photo: a per-image label cannot say which tokens to look at.
+# Every patch is labelled instead, from the scene's own object map (tofc_ros.data.scenes): background, or the
+# (shape, colour) of the object covering at least ``min_cover`` of the patch. The tower learns to make each token say
+# what it sees, which is what DPC-KNN clusters and the language model reads.
+
+N_PATCH_CLASSES = 1 + len(SHAPES) * len(COLOURS)  # 0 background, 1 + shape * 8 + colour
+
+
+def patch_labels(spec, item, min_cover: float = 0.3) -> torch.Tensor:
+    """Per-token class of every tile of a scene: LongTensor[T, n_v] (see ``N_PATCH_CLASSES``).
+
+    Args:
+        spec: the backbone's BackboneSpec (tile geometry).
+        item: a ``data.scenes.SceneItem``.
+        min_cover: share of a patch an object must cover to label it (else background; padding is background).
+    """
+    from tofc_ros.backbones.tiling import patch_boxes
+
+    index = item.object_index()
+    h, w = index.shape
+    boxes = patch_boxes(spec, (h, w))
+    valid = ~np.isnan(boxes[..., 0])
+    b = np.where(valid[..., None], boxes, 0.0)
+    y0, x0 = np.floor(b[..., 0]).astype(np.int64), np.floor(b[..., 1]).astype(np.int64)
+    y1, x1 = np.ceil(b[..., 2]).astype(np.int64), np.ceil(b[..., 3]).astype(np.int64)
+    area = np.maximum((y1 - y0) * (x1 - x0), 1)
+    labels = np.zeros(boxes.shape[:2], dtype=np.int64)
+    best = np.zeros(boxes.shape[:2])
+    for k, obj in enumerate(item.objects, start=1):
+        sat = np.zeros((h + 1, w + 1), dtype=np.int64)  # summed-area table of this object's pixels
+        sat[1:, 1:] = (index == k).cumsum(0).cumsum(1)
+        cover = (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) / area
+        take = valid & (cover >= min_cover) & (cover > best)
+        labels[take] = 1 + SHAPES.index(obj.shape) * len(COLOURS) + COLOURS.index(obj.color)
+        best = np.where(take, cover, best)
+    return torch.from_numpy(labels)
+
+
+class _DenseTiles(torch.utils.data.Dataset):
+    """Scene frames as (pixels of the tiles worth training on, their patch labels), made in a worker process."""
+
+    def __init__(self, device_half, items, tiles_per_frame: int, seed: int, hflip: bool):
+        self.dh, self.items, self.k, self.seed, self.hflip = device_half, items, tiles_per_frame, seed, hflip
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        from dataclasses import replace
+
+        item = self.items[i]
+        rng = np.random.default_rng((self.seed, i))
+        if self.hflip and rng.random() < 0.5:  # mirror the spec: objects and labels move with the pixels
+            w = item.size[0]
+            mirrored = tuple(replace(o, box=(w - o.box[2], o.box[1], w - o.box[0], o.box[3])) for o in item.objects)
+            item = replace(item, flip=not item.flip, objects=mirrored)
+        rgb = item.rgb()
+        pixels, _, _ = self.dh.preprocess(rgb)
+        labels = patch_labels(self.dh.spec, item)
+        # The thumbnail, every tile that shows an object, then random others up to tiles_per_frame.
+        with_objects = [t for t in range(1, len(labels)) if bool((labels[t] > 0).any())]
+        others = [t for t in rng.permutation(len(labels)).tolist() if t and t not in with_objects]
+        keep = ([0] + with_objects + others)[: max(self.k, 1 + len(with_objects))]
+        return pixels[keep].float().cpu(), labels[keep]
+
+
+def _collate(batch):
+    return torch.cat([b[0] for b in batch]), torch.cat([b[1] for b in batch])
+
+
+def _dense_counts(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """(object patches right, object patches, shape right, colour right, background right, background patches)."""
+    pred = logits.argmax(-1)
+    obj = labels > 0
+    shape = lambda c: (c - 1) // len(COLOURS)
+    colour = lambda c: (c - 1) % len(COLOURS)
+    po, lo = pred[obj], labels[obj]
+    return np.array(
+        [
+            int((po == lo).sum()),
+            int(obj.sum()),
+            int(((po > 0) & (shape(po) == shape(lo))).sum()),
+            int(((po > 0) & (colour(po) == colour(lo))).sum()),
+            int((pred[~obj] == 0).sum()),
+            int((~obj).sum()),
+        ]
+    )
+
+
+def _dense_summary(c: np.ndarray) -> dict:
+    return {
+        "object_patch_acc": c[0] / max(c[1], 1),
+        "shape_acc": c[2] / max(c[1], 1),
+        "colour_acc": c[3] / max(c[1], 1),
+        "background_acc": c[4] / max(c[5], 1),
+        "object_patches": int(c[1]),
+    }
+
+
+@torch.no_grad()
+def evaluate_dense(model, head: torch.nn.Linear, items, tiles_per_frame: int = 4, batch: int = 8) -> dict:
+    """Per-patch accuracy of the stage's head on ``items`` (object patches and background separately)."""
+    data = _DenseTiles(model.device_half, items, tiles_per_frame, seed=1, hflip=False)
+    counts = np.zeros(6, dtype=np.int64)
+    for s in range(0, len(items), batch):
+        px, labels = _collate([data[i] for i in range(s, min(s + batch, len(items)))])
+        counts += _dense_counts(head(model.vision_features(px.to(model.device_))), labels.to(model.device_))
+    return _dense_summary(counts)
+
+
+def pretrain_vision_dense(
+    model, cfg: VisionPretrainConfig, train, test, seed: int, log=None, progress: bool = True
+) -> dict:
+    """Stage 0 for scenes: the tower (and a throw-away per-patch linear head) learn every patch's label.
+
+    Background patches (most of them) weigh ``cfg.background_weight`` in the cross-entropy. Frames are rendered and
+    tiled by the model's own image processor in a worker process while the tower trains.
+    """
+    if cfg.steps <= 0:
+        return {"steps": 0}
+    d = model.vision_core.config.hidden_size
+    head = torch.nn.Linear(d, N_PATCH_CLASSES).to(model.device_)
+    params = [p for p in model.vision_core.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    weight = torch.ones(N_PATCH_CLASSES, device=model.device_)
+    weight[0] = cfg.background_weight
+    gen = torch.Generator().manual_seed(seed)
+    epochs = -(-cfg.steps * cfg.batch_images // len(train))
+    order = torch.cat([torch.randperm(len(train), generator=gen) for _ in range(epochs)])[
+        : cfg.steps * cfg.batch_images
+    ]
+    data = _DenseTiles(model.device_half, [train[i] for i in order.tolist()], cfg.tiles_per_frame, seed, cfg.hflip)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=cfg.batch_images,
+        collate_fn=_collate,
+        num_workers=cfg.loader_workers,
+        prefetch_factor=4 if cfg.loader_workers else None,
+        multiprocessing_context="fork" if cfg.loader_workers else None,
+    )
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="vision pre-train (patches)", dynamic_ncols=True)
+    model.vision_core.train()
+    t0 = timer()
+    run_loss, counts = 0.0, np.zeros(6, dtype=np.int64)
+    for step, (px, labels) in enumerate(loader):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.final_lr_ratio)
+        logits = head(model.vision_features(px.to(model.device_)))
+        labels = labels.to(model.device_)
+        loss = F.cross_entropy(logits.reshape(-1, N_PATCH_CLASSES), labels.reshape(-1), weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        run_loss += float(loss.detach())
+        counts += _dense_counts(logits.detach(), labels)
+        if bar is not None:
+            bar.update(1)
+        if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            n = (step % cfg.log_every) + 1
+            log.write(
+                stage="vision_patches",
+                step=step + 1,
+                loss=run_loss / n,
+                **_dense_summary(counts),
+                elapsed_s=timer() - t0,
+            )
+            run_loss, counts = 0.0, np.zeros(6, dtype=np.int64)
+    if bar is not None:
+        bar.close()
+    model.vision_core.eval()
+    summary = {"steps": cfg.steps, "seconds": round(timer() - t0, 1), "objective": "patch labels"}
+    if test:
+        summary["test"] = evaluate_dense(model, head, test[: cfg.eval_images])
     return summary
