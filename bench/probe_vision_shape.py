@@ -5,6 +5,9 @@ vision features carry, so a linear classifier for the object's shape (circle / r
 features pooled over the 729 tokens of the image's tile (mean; mean + max + min) of training images and scored on test
 images. Colour is probed the same way as a control. Chance is ~33 % for shapes.
 
+The features are the ones the server receives from the deployed objects (``tofc_ros.eval.deployment``): the device
+node's ``FeatureEncoder`` sends every token (no merging) as float16 and the server's ``FrameDecoder`` decodes them.
+
     .venv/bin/python bench/probe_vision_shape.py --model models/easyvqa-tiny-ov-base --out /tmp/probe.json
 """
 
@@ -18,21 +21,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from tofc_ros.data.easyvqa import COLOURS, SHAPES, VQAImage, load_split, object_label
-from tofc_ros.train.common import PixelPath, set_threads
-from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.pretrain import vision_batch
+from tofc_ros.eval.deployment import Deployment, Point
 
 
-@torch.no_grad()
-def pooled_features(model: TrainableLlava, items: list[VQAImage], batch: int = 16) -> torch.Tensor:
-    """[B, 3d]: mean, max and min over the tokens of each image's first tile."""
-    pixels = PixelPath(model.device_half)
+def all_tokens_point(model: str) -> Point:
+    """Every vision token of every tile, sent as float16 (the rate-accuracy table's raw fp16 point)."""
+    return Point("raw fp16 (all tokens)", "fp16", "features", "fp16/1", model)
+
+
+@torch.inference_mode()
+def pooled_features(deployment: Deployment, point: Point, items: list[VQAImage]) -> torch.Tensor:
+    """[B, 3d]: mean, max and min over the tokens of each image's first tile, as the server decodes them."""
+    encoder = deployment.encoder(point)
+    decoder, _ = deployment.server(point.model)
     out = []
-    for s in tqdm(range(0, len(items), batch), desc="features", leave=False):
-        for feats, _, _ in vision_batch(model, pixels, items[s : s + batch]):
-            f = feats[0].float()
-            out.append(torch.cat([f.mean(0), f.amax(0), f.amin(0)]))
+    for item in tqdm(items, desc="features", leave=False):
+        f = decoder.decode(encoder.encode(item.rgb()).payload).features[0].float()
+        out.append(torch.cat([f.mean(0), f.amax(0), f.amin(0)]))
     return torch.stack(out)
 
 
@@ -60,10 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    set_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
-    model = TrainableLlava.from_pretrained(args.model)
-    model.model.eval()
+    point = all_tokens_point(args.model)
+    deployment = Deployment([point])
     data = {}
     for split, n in (("train", args.train_images), ("test", args.test_images)):
         items = [
@@ -72,7 +81,7 @@ def main(argv=None) -> int:
             if object_label(it, SHAPES) is not None and object_label(it, COLOURS) is not None
         ][:n]
         data[split] = (
-            pooled_features(model, items),
+            pooled_features(deployment, point, items),
             torch.tensor([object_label(it, SHAPES) for it in items]),
             torch.tensor([object_label(it, COLOURS) for it in items]),
         )

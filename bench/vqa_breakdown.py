@@ -4,8 +4,13 @@
     .venv/bin/python bench/vqa_breakdown.py --model models/easyvqa-tiny-ov-base [--split test] [--images 1000]
 
 Types: naming the shape, naming the colour, and yes/no questions split by subject (shape or colour word), negation
-("not", "no") and the reference answer. Uncompressed features, or merged ones with --merge (no entropy coding); the
-metric is the benchmarks' teacher-forced greedy exact match. Prints a Markdown table; --out writes JSON too.
+("not", "no") and the reference answer. The metric is the benchmarks' teacher-forced greedy exact match.
+
+Every question runs the deployed objects (``tofc_ros.eval.deployment``): the device node's encoder makes the payload,
+the server node's ``FrameDecoder`` decodes it and its ``ModelAnswerer`` scores it. Uncompressed (default): the image
+goes losslessly (rgb8 payload) and the server runs the vision tower. With --merge: the device merges the features to
+n_c per tile (DPC-KNN as deployed, or an ablation method) and sends them as float16 (no entropy coding), or with
+--codec in that codec (e.g. a TOFC .safetensors). Prints a Markdown table; --out writes JSON too.
 """
 
 from __future__ import annotations
@@ -21,12 +26,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
 from tofc_ros.data.easyvqa import COLOURS, SHAPES, load_split
-from tofc_ros.train.common import PixelPath, set_threads
-from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
-from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.pretrain import vision_batch
+from tofc_ros.eval.deployment import Deployment, Point
+from tofc_ros.train.differentiable_merge import MERGE_METHODS  # the methods FeatureEncoder's merge= hook runs
 
 
 def question_type(question: str, answer: str) -> str:
@@ -41,27 +43,29 @@ def question_type(question: str, answer: str) -> str:
     return f"yes/no {subject} {negated} -> {answer}"
 
 
-@torch.no_grad()
-def breakdown(
-    model: TrainableLlava, items, batch: int = 16, merge: str = "none", n_c: int = 16
-) -> dict[str, list[int]]:
-    """{type: [correct, total]} over every question of ``items`` (features merged to n_c per tile unless "none")."""
-    pixels, prompts = PixelPath(model.device_half), PromptCache(model.server)
+def make_point(model: str, merge: str = "none", n_c: int = 16, codec: str = "fp16/1") -> Point:
+    """The deployed point a breakdown runs: the lossless image, or merged features in ``codec``."""
+    if merge == "none":
+        return Point("uncompressed (rgb8 image)", "rgb8", "image", "rgb8/1", model)
+    return Point(f"{merge} n_c={n_c} {codec}", merge, "features", codec, model, n_c=n_c, merge=merge)
+
+
+@torch.inference_mode()
+def breakdown(point: Point, items, batch: int = 16, deployment: Deployment | None = None) -> dict[str, list[int]]:
+    """{type: [correct, total]} over every question of ``items``, through the point's deployed objects."""
+    deployment = deployment or Deployment([point])
+    encoder = deployment.encoder(point)
+    decoder, answerer = deployment.server(point.model)
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in tqdm(range(0, len(items), batch), desc="questions", leave=False):
         chunk = items[s : s + batch]
-        embeds = [
-            model.server.image_embeddings(merge_features(f, n_c, merge), g, size)
-            for f, g, size in vision_batch(model, pixels, chunk)
-        ]
-        _, ok = answer_stats(
-            answer_logits(model.server, prompts, embeds, [c.questions for c in chunk], [c.answers for c in chunk])
-        )
-        qs = [(q, a) for c in chunk for q, a in zip(c.questions, c.answers)]
-        for (q, a), hit in zip(qs, ok.tolist()):
-            row = stats[question_type(q, a)]
-            row[0] += int(hit)
-            row[1] += 1
+        frames = [decoder.decode(encoder.encode(item.rgb()).payload) for item in chunk]
+        hits = answerer.score(frames, [c.questions for c in chunk], [c.answers for c in chunk])
+        for c, row in zip(chunk, hits):
+            for q, a, hit in zip(c.questions, c.answers, row):
+                counts = stats[question_type(q, a)]
+                counts[0] += int(hit)
+                counts[1] += 1
     return dict(stats)
 
 
@@ -70,17 +74,19 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="models/easyvqa-tiny-ov-base")
     ap.add_argument("--split", default="test", choices=("train", "test"))
     ap.add_argument("--images", type=int, default=None, help="first N images (default: all)")
-    ap.add_argument("--merge", default="none", choices=MERGE_METHODS, help="merge features first (no entropy coding)")
+    ap.add_argument("--merge", default="none", choices=MERGE_METHODS, help="merge features on the device first")
     ap.add_argument("--n-c", type=int, default=16, help="merged tokens per tile with --merge")
+    ap.add_argument("--codec", default="fp16/1", help="feature codec with --merge (a format or a TOFC .safetensors)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    set_threads(args.threads)
-    model = TrainableLlava.from_pretrained(args.model)
-    model.model.eval()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     items = load_split(args.split)[: args.images]
-    stats = breakdown(model, items, merge=args.merge, n_c=args.n_c)
+    point = make_point(args.model, args.merge, args.n_c, args.codec)
+    stats = breakdown(point, items)
     correct, total = sum(v[0] for v in stats.values()), sum(v[1] for v in stats.values())
+    print(f"{point.name}")
     print(f"| question type ({args.split}, {len(items)} images) | accuracy | questions |\n|---|---:|---:|")
     for name, (c, n) in sorted(stats.items()):
         print(f"| {name} | {100 * c / n:.1f} % | {n:,} |")
@@ -90,8 +96,10 @@ def main(argv=None) -> int:
             "model": args.model,
             "split": args.split,
             "images": len(items),
+            "point": point.name,
             "merge": args.merge,
             "n_c": args.n_c,
+            "codec": point.codec,
             "types": stats,
             "accuracy": correct / total,
         }
