@@ -7,6 +7,12 @@ merge + encode time relative to one SigLIP-SO400M tile forward pass. Prints a Ma
 All ratios are measured within one run (interleaved repetitions, medians), so they travel between machines better
 than absolute times. Weights are random (seed-built) for timing; the bytes-vs-entropy ratio uses a model briefly
 fitted to Gaussian data with per-dimension scales (rate-only Adam), since untrained rates are meaningless.
+
+Micro-benchmarks of single stages on synthetic tensors, by design: ``dpc_knn_merge``, ``Codec.encode``/``decode`` and
+a random full-size SigLIP tile are called directly, with no backbone, container context or server. No figure here is
+a whole-chain one; those (bytes, accuracy, device/server latency on the bundled model) come from
+``tofc_ros.eval.rate_accuracy`` and ``tofc_ros.eval.latency``, which run the deployed FeatureEncoder / ImageEncoder,
+FrameDecoder and ModelAnswerer (``tofc_ros.eval.deployment``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ Prefill = one forward pass over the whole prompt that fills the KV cache and yie
 (logits only for the last position, as ``generate`` does). Decode = tokens per second of greedy generation after the
 merged prompt, prefill excluded.
 
+A micro-benchmark of one stage (the language model's prefill and decode) on random embeddings: no feature chain is
+built, so nothing here goes through the deployed encoder/decoder objects. The whole chain on the bundled model,
+through them, is timed by ``python -m tofc_ros.eval.latency``.
+
 Usage:
     python bench/bench_prefill.py [--repeats 5] [--full-repeats 2] [--dtype fp32] [--device cpu] [--json out.json]
 """

@@ -10,6 +10,11 @@ with the asker) and asks questions from this process, and reports:
     question's transit (asker → server callback), its wait for the server's worker, and the answer's transit;
   - next to it, under the same load, the round trip of a trivial rclpy echo node: the floor of any Python server.
 
+The frames and answers go through the launched device_node and server_node, i.e. through the deployed
+FeatureEncoder, FrameDecoder and ModelAnswerer that the nodes build (``pipeline.encoder.make_encoder``,
+``pipeline.answerer.build_server``); this script builds no part of the feature chain itself. It runs the installed
+package (``make setup`` after changing the code).
+
 The asker spins a SingleThreadedExecutor, as the package's nodes do: rclpy's MultiThreadedExecutor adds about
 3.5 ms to every callback dispatch on this machine (a ping-pong of small messages: 5.7 ms vs 2.0 ms round trip).
 
