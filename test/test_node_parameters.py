@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 
 from tofc_ros.config import DemoClientConfig, DeviceConfig, ReplayConfig, ServerConfig, UplinkConfig
 from tofc_ros.nodes.demo_client import DemoClient, synthetic_frame
@@ -117,6 +118,9 @@ def test_the_replay_node_reads_every_parameter(ros, tmp_path):
             ReplayNode(context=ros.context, parameter_overrides=_params(bag=str(bag), output_dir=str(tmp_path / "out")))
         )
         replay._on_features(features_cdr("f", "front", 1, 0, "fp16/1", b""))
+        overlay = Image(height=1, width=1, encoding="rgb8", step=3, data=b"abc")
+        overlay.header.stamp.sec, overlay.header.stamp.nanosec = divmod(replay.questions[0].image_stamp_ns, 10**9)
+        replay._on_overlay(overlay)
         replay.finish()
     assert _unread(ReplayConfig, reads) == []
 

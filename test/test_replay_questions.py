@@ -195,3 +195,14 @@ def test_answer_and_features_messages_round_trip_through_cdr():
         b"abc",
     )
     assert (frame.payload_size, frame.device_ms, frame.sent_ns, frame.arrival_ns) == (3, 2.0, 9, 20)
+
+
+def test_overlays_of_asked_frames_are_written_beside_their_questions(tmp_path):
+    log = _log()
+    log.overlays = {7: np.full((4, 6, 3), 200, np.uint8)}
+    report = write_report(log, tmp_path)
+    assert report["overlays"] == [{"image_stamp_ns": 7, "file": "overlay_0.png", "questions": ["q0", "q1", "q2", "q3"]}]
+    with Image.open(tmp_path / "overlay_0.png") as im:
+        assert im.size == (6, 4)
+    md = (tmp_path / "report.md").read_text()
+    assert "## What the robot sent" in md and "![frame 7](overlay_0.png)" in md and "question 0? → Red." in md

@@ -237,7 +237,7 @@ def test_scene_data_runs_every_stage_with_cached_features(tmp_path):
         train_vision=False,
     )
     summary = pretrain(cfg, tmp_path, progress=False)
-    assert summary["vision_pretrain"]["objective"] == "patch labels" and summary["test"]["questions"] > 0
+    assert summary["vision_pretrain"]["objective"] == "patch and object labels" and summary["test"]["questions"] > 0
     stages = [json.loads(line)["stage"] for line in (tmp_path / "pretrain_log.jsonl").read_text().splitlines()]
     assert stages == ["vision_patches"] * 2 + ["vqa_merged"] * 2 + ["vqa"] * 2
     model = build_tiny_ov(TINY, seed=0)

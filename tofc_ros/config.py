@@ -176,6 +176,11 @@ class DeviceConfig(_Validated):
         16, "Merged features per tile (DPC-KNN n_c); 0 sends every token unmerged", low=0, high=4096
     )
     dpc_k: int = param(5, "DPC-KNN neighbours K for the local density", low=1, high=64)
+    debug_image: bool = param(
+        False,
+        "Publish `debug/image`: the frame with every patch tinted by its DPC-KNN cluster and the centres marked "
+        "(feature codecs with merging; one render per published frame)",
+    )
     quant_bits: int = param(8, "Bits per value of the 'quant-zstd' baseline", low=1, high=16)
     image_quality: int = param(85, "Quality of the 'jpeg' and 'webp' baselines", low=1, high=100)
     zstd_level: int = param(3, "zstd level of the 'fp16-zstd', 'quant-zstd' and placeholder codecs", low=1, high=22)
@@ -311,6 +316,12 @@ class ReplayConfig(_Validated):
         choices=_RELIABILITY,
     )
     features_qos_depth: int = param(100, "Features subscription depth", low=1, high=100_000)
+    report_overlays: int = param(
+        4,
+        "Debug overlays of asked-about frames (the device's `debug/image`, when it publishes one) shown in the report",
+        low=0,
+        high=1000,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

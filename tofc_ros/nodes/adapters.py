@@ -4,18 +4,21 @@
                         -> received_frame(msg, arrival_ns, max_payload_bytes) -> ReceivedFrame         (server)
     Question            -> request(msg, received_ns, default camera, default timeout) -> Request         (server)
     Answer              <- answer_msg(AnswerRecord, stamp)                                              (server)
+    Image               <- image_msg(rgb, header)                                    (device: the debug overlay)
 
 No rclpy here, only the generated message classes; the nodes call these and stay thin.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from builtin_interfaces.msg import Time
+from sensor_msgs.msg import Image
 
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request, stamp_ns
 
-__all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg"]
+__all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg", "image_msg"]
 
 
 def to_time(ns: int) -> Time:
@@ -91,4 +94,14 @@ def answer_msg(record: AnswerRecord, stamp_ns_now: int) -> Answer:
     msg.wait_ms = record.wait_ms
     msg.server_ms = record.server_ms
     msg.total_ms = record.total_ms
+    return msg
+
+
+def image_msg(rgb: np.ndarray, header) -> Image:
+    """An rgb8 sensor_msgs/Image of a uint8 [H, W, 3] array (the debug overlay), with the given header."""
+    msg = Image(
+        height=int(rgb.shape[0]), width=int(rgb.shape[1]), encoding="rgb8", is_bigendian=0, step=int(rgb.shape[1]) * 3
+    )
+    msg.header = header
+    msg.data = np.ascontiguousarray(rgb).tobytes()
     return msg

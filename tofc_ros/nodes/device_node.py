@@ -26,6 +26,7 @@ from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_t
 from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.encoder import FrameEncoder, make_encoder
 from tofc_ros.pipeline.frame_store import FrameStore
+from tofc_ros.pipeline.overlay import cluster_overlay
 
 
 class DeviceNode(Node):
@@ -62,6 +63,7 @@ class DeviceNode(Node):
         self._pub = self.create_publisher(
             CompressedFeatures, "features", qos(cfg.features_qos_reliability, cfg.features_qos_depth)
         )
+        self._debug = self.create_publisher(Image, "debug/image", qos("reliable", 1)) if cfg.debug_image else None
         image_qos = qos(cfg.image_qos_reliability, cfg.image_qos_depth)
         msg_type, suffix = (Image, "image") if cfg.image_format == "raw" else (CompressedImage, "image/compressed")
         self._subs = {}
@@ -136,9 +138,15 @@ class DeviceNode(Node):
             sent_ns=self.get_clock().now().nanoseconds,
         )
         self._pub.publish(out)
+        if self._debug is not None and encoded.clusters is not None:
+            self._publish_overlay(rgb, msg.header, encoded.clusters)
         self._sequence[camera] += 1
         self.counters.add("published")
         self.counters.add("bytes_published", len(encoded.payload))
+
+    def _publish_overlay(self, rgb, header, clusters) -> None:
+        overlay = cluster_overlay(rgb, self._encoder.device_half.spec, *clusters)
+        self._debug.publish(adapters.image_msg(overlay, header))
 
     def destroy_node(self) -> None:
         # Let an encode in progress finish: a daemon thread killed inside torch at exit aborts the process.

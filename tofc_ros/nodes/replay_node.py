@@ -42,7 +42,9 @@ from tofc_ros.eval.replay.messages import answer_record, features_frame, questio
 from tofc_ros.eval.replay.schedule import ReplaySchedule
 from tofc_ros.eval.replay.typestore import ANSWER, FEATURES, IMAGE, QUESTION
 from tofc_ros.nodes.entry import EXIT_BAD_PARAMETER, run_node
+from tofc_ros.nodes.images import ImageError, image_msg_to_rgb
 from tofc_ros.nodes.parameters import ParameterError, declare_config, qos
+from tofc_ros.pipeline.records import stamp_ns
 
 EXIT_UNANSWERED = 1
 
@@ -104,6 +106,7 @@ class ReplayNode(Node):
         self._answers_sub = self.create_subscription(
             Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth), raw=True
         )
+        self.create_subscription(Image, "debug/image", self._on_overlay, qos("reliable", 10))
         self._features_sub = self.create_subscription(
             CompressedFeatures,
             "features",
@@ -176,6 +179,16 @@ class ReplayNode(Node):
         self.log.features.append((frame, self._elapsed()))
         if self.config.record_features:
             self.writer.write(self._features_sub.topic_name, FEATURES, self.get_clock().now().nanoseconds, data)
+
+    def _on_overlay(self, msg: Image) -> None:
+        stamp = stamp_ns(msg.header.stamp)
+        wanted = {q.image_stamp_ns for q in self.questions}
+        if self.finished or stamp not in wanted or len(self.log.overlays) >= self.config.report_overlays:
+            return
+        try:
+            self.log.overlays[stamp] = image_msg_to_rgb(msg, 1 << 26)
+        except ImageError as exc:
+            self.get_logger().warning(f"debug image ignored: {exc}", throttle_duration_sec=5.0)
 
     # -- playback -------------------------------------------------------------------------------------------
     def _play(self, event: Frame | BagQuestion, now: float) -> None:

@@ -42,9 +42,18 @@ class FeatureEncoder:
         n_clusters: merged features per tile; 0 or >= the tower's tokens per tile sends every token unmerged.
         k: DPC-KNN neighbours.
         merge: replaces DPC-KNN (``merge(features [T, N, d], n_c) -> [T, n_c, d]``); for ablation benchmarks only.
+        keep_clusters: return DPC-KNN's assignment and centres with each frame (the debug overlay).
     """
 
-    def __init__(self, device_half, codec, n_clusters: int, k: int = 5, merge: Callable | None = None) -> None:
+    def __init__(
+        self,
+        device_half,
+        codec,
+        n_clusters: int,
+        k: int = 5,
+        merge: Callable | None = None,
+        keep_clusters: bool = False,
+    ) -> None:
         if codec.kind != "features":
             raise ValueError(f"{codec.format} codes images, not features: use ImageEncoder")
         self.device_half = device_half
@@ -52,6 +61,7 @@ class FeatureEncoder:
         self.n_clusters = n_clusters
         self.k = k
         self._merge = merge
+        self.keep_clusters = keep_clusters
         self._backbone = bytes.fromhex(device_half.fingerprint) if device_half.fingerprint else bytes(16)
 
     def encode(self, rgb: np.ndarray) -> EncodedFrame:
@@ -65,9 +75,13 @@ class FeatureEncoder:
             vision = self.device_half.encode_image(rgb)
             t1 = time.perf_counter()
             features = vision.features.float()
+            clusters = None
             if 0 < self.n_clusters < features.shape[1]:
                 if self._merge is None:
-                    features = dpc_knn_merge(features, self.n_clusters, k=self.k).merged
+                    merged = dpc_knn_merge(features, self.n_clusters, k=self.k)
+                    features = merged.merged
+                    if self.keep_clusters:
+                        clusters = (merged.assignment.numpy(), merged.centres.numpy())
                 else:
                     features = self._merge(features, self.n_clusters)
             t2 = time.perf_counter()
@@ -76,7 +90,8 @@ class FeatureEncoder:
             )
             payload = self.codec.encode(features.cpu(), context)
             t3 = time.perf_counter()
-        return EncodedFrame(payload, self.codec.format, DeviceTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3)))
+        timings = DeviceTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
+        return EncodedFrame(payload, self.codec.format, timings, clusters)
 
 
 class ImageEncoder:
@@ -121,4 +136,4 @@ def make_encoder(config) -> FrameEncoder:
     from tofc_ros.resources import resolve_resource
 
     device_half = load_device_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device)
-    return FeatureEncoder(device_half, codec, config.n_clusters, config.dpc_k)
+    return FeatureEncoder(device_half, codec, config.n_clusters, config.dpc_k, keep_clusters=config.debug_image)

@@ -56,11 +56,16 @@ class DeviceTimings:
 
 @dataclass(frozen=True)
 class EncodedFrame:
-    """What a FrameEncoder returns: the payload (a bitstream container) and how long each step took."""
+    """What a FrameEncoder returns: the payload (a bitstream container) and how long each step took.
+
+    ``clusters`` is (assignment int [T, n_v], centres int [T, C]) of the DPC-KNN merge when the encoder was asked to
+    keep them (the device's debug overlay), else None; it never travels.
+    """
 
     payload: bytes
     format: str
     timings: DeviceTimings
+    clusters: tuple | None = None
 
 
 @dataclass(frozen=True)

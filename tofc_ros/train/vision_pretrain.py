@@ -179,8 +179,11 @@ def pretrain_vision(
 # ------------------------------------------------------------------------------------------------ dense (scenes)
 # Camera-resolution scenes hold 1-3 small objects on a photo: a per-image label cannot say which tokens to look at.
 # Every patch is labelled instead, from the scene's own object map (tofc_ros.data.scenes): background, or the
-# (shape, colour) of the object covering at least ``min_cover`` of the patch. The tower learns to make each token say
-# what it sees, which is what DPC-KNN clusters and the language model reads.
+# (shape, colour) of the object covering at least ``min_cover`` of the patch. Two heads read the tower's tokens:
+#   patches: each token's class (background, or shape x colour): says where objects are and their colour;
+#   objects: the mean of an object's tokens in a tile -> its shape and colour. A patch inside a shape looks the same
+#            for every shape; only the outline tells, so the tower must carry it into the mean of the object's tokens,
+#            which is what a DPC-KNN cluster of those tokens sends and the language model reads.
 
 N_PATCH_CLASSES = 1 + len(SHAPES) * len(COLOURS)  # 0 background, 1 + shape * 8 + colour
 
@@ -233,13 +236,12 @@ class _DenseTiles(torch.utils.data.Dataset):
             w = item.size[0]
             mirrored = tuple(replace(o, box=(w - o.box[2], o.box[1], w - o.box[0], o.box[3])) for o in item.objects)
             item = replace(item, flip=not item.flip, objects=mirrored)
-        rgb = item.rgb()
-        pixels, _, _ = self.dh.preprocess(rgb)
+        pixels, _, _ = self.dh.preprocess(item.rgb())
         labels = patch_labels(self.dh.spec, item)
         # The thumbnail, every tile that shows an object, then random others up to tiles_per_frame.
         with_objects = [t for t in range(1, len(labels)) if bool((labels[t] > 0).any())]
         others = [t for t in rng.permutation(len(labels)).tolist() if t and t not in with_objects]
-        keep = ([0] + with_objects + others)[: max(self.k, 1 + len(with_objects))]
+        keep = ([0, *with_objects, *others])[: max(self.k, 1 + len(with_objects))]
         return pixels[keep].float().cpu(), labels[keep]
 
 
@@ -247,75 +249,117 @@ def _collate(batch):
     return torch.cat([b[0] for b in batch]), torch.cat([b[1] for b in batch])
 
 
-def _dense_counts(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(object patches right, object patches, shape right, colour right, background right, background patches)."""
-    pred = logits.argmax(-1)
-    obj = labels > 0
-    shape = lambda c: (c - 1) // len(COLOURS)
-    colour = lambda c: (c - 1) % len(COLOURS)
-    po, lo = pred[obj], labels[obj]
-    return np.array(
-        [
-            int((po == lo).sum()),
+def _shape_colour(classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (classes - 1) // len(COLOURS), (classes - 1) % len(COLOURS)
+
+
+def _object_means(tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean token of every (tile, object class) present: ([K, d], classes [K]); tokens [N, P, d], labels [N, P]."""
+    keys = (labels + torch.arange(labels.shape[0], device=labels.device).unsqueeze(1) * N_PATCH_CLASSES).reshape(-1)
+    present, slot = torch.unique(keys, return_inverse=True)
+    sums = torch.zeros(len(present), tokens.shape[-1], dtype=tokens.dtype, device=tokens.device)
+    sums = sums.index_add(0, slot, tokens.reshape(-1, tokens.shape[-1]))
+    means = sums / torch.bincount(slot, minlength=len(present)).unsqueeze(1).to(tokens.dtype)
+    classes = present % N_PATCH_CLASSES
+    keep = classes > 0
+    return means[keep], classes[keep]
+
+
+class _Counts:
+    """Running accuracies of both heads."""
+
+    def __init__(self) -> None:
+        self.c = np.zeros(9, dtype=np.int64)
+
+    def add(self, patch_logits, labels, object_logits, classes) -> None:
+        pred, obj = patch_logits.argmax(-1), labels > 0
+        (ps, pc), (ls, lc) = _shape_colour(pred[obj]), _shape_colour(labels[obj])
+        hit_obj = pred[obj] > 0
+        os_, oc = _shape_colour(classes)
+        self.c += (
+            int((pred[obj] == labels[obj]).sum()),
             int(obj.sum()),
-            int(((po > 0) & (shape(po) == shape(lo))).sum()),
-            int(((po > 0) & (colour(po) == colour(lo))).sum()),
+            int((hit_obj & (ps == ls)).sum()),
+            int((hit_obj & (pc == lc)).sum()),
             int((pred[~obj] == 0).sum()),
             int((~obj).sum()),
-        ]
-    )
+            int((object_logits[:, : len(SHAPES)].argmax(-1) == os_).sum()),
+            int((object_logits[:, len(SHAPES) :].argmax(-1) == oc).sum()),
+            int(len(classes)),
+        )
+
+    def summary(self) -> dict:
+        c = self.c
+        return {
+            "object_patch_acc": c[0] / max(c[1], 1),
+            "patch_shape_acc": c[2] / max(c[1], 1),
+            "patch_colour_acc": c[3] / max(c[1], 1),
+            "background_acc": c[4] / max(c[5], 1),
+            "object_shape_acc": c[6] / max(c[8], 1),
+            "object_colour_acc": c[7] / max(c[8], 1),
+            "objects": int(c[8]),
+        }
 
 
-def _dense_summary(c: np.ndarray) -> dict:
-    return {
-        "object_patch_acc": c[0] / max(c[1], 1),
-        "shape_acc": c[2] / max(c[1], 1),
-        "colour_acc": c[3] / max(c[1], 1),
-        "background_acc": c[4] / max(c[5], 1),
-        "object_patches": int(c[1]),
-    }
+def _heads_forward(model, heads, px, labels):
+    patch_head, object_head = heads
+    tokens = model.vision_features(px.to(model.device_))
+    means, classes = _object_means(tokens, labels)
+    return patch_head(tokens), object_head(means), classes
 
 
 @torch.no_grad()
-def evaluate_dense(model, head: torch.nn.Linear, items, tiles_per_frame: int = 4, batch: int = 8) -> dict:
-    """Per-patch accuracy of the stage's head on ``items`` (object patches and background separately)."""
+def evaluate_dense(model, heads, items, tiles_per_frame: int = 4, batch: int = 8) -> dict:
+    """Accuracy of the stage's heads on ``items``: per patch (objects and background) and per object mean."""
     data = _DenseTiles(model.device_half, items, tiles_per_frame, seed=1, hflip=False)
-    counts = np.zeros(6, dtype=np.int64)
+    counts = _Counts()
     for s in range(0, len(items), batch):
         px, labels = _collate([data[i] for i in range(s, min(s + batch, len(items)))])
-        counts += _dense_counts(head(model.vision_features(px.to(model.device_))), labels.to(model.device_))
-    return _dense_summary(counts)
+        labels = labels.to(model.device_)
+        patch_logits, object_logits, classes = _heads_forward(model, heads, px, labels)
+        counts.add(patch_logits, labels, object_logits, classes)
+    return counts.summary()
 
 
 def pretrain_vision_dense(
     model, cfg: VisionPretrainConfig, train, test, seed: int, log=None, progress: bool = True
 ) -> dict:
-    """Stage 0 for scenes: the tower (and a throw-away per-patch linear head) learn every patch's label.
+    """Stage 0 for scenes: the tower and two throw-away heads learn every patch's label and every object's.
 
-    Background patches (most of them) weigh ``cfg.background_weight`` in the cross-entropy. Frames are rendered and
-    tiled by the model's own image processor in a worker process while the tower trains.
+    Background patches (most of them) weigh ``cfg.background_weight`` in the patch cross-entropy; the object head's
+    shape and colour cross-entropies are added. Frames are rendered and tiled by the model's own image processor in a
+    worker process while the tower trains.
     """
     if cfg.steps <= 0:
         return {"steps": 0}
     d = model.vision_core.config.hidden_size
-    head = torch.nn.Linear(d, N_PATCH_CLASSES).to(model.device_)
-    params = [p for p in model.vision_core.parameters() if p.requires_grad] + list(head.parameters())
+    heads = (
+        torch.nn.Linear(d, N_PATCH_CLASSES).to(model.device_),
+        torch.nn.Linear(d, len(SHAPES) + len(COLOURS)).to(model.device_),
+    )
+    params = [p for p in model.vision_core.parameters() if p.requires_grad]
+    params += [p for h in heads for p in h.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     weight = torch.ones(N_PATCH_CLASSES, device=model.device_)
     weight[0] = cfg.background_weight
     gen = torch.Generator().manual_seed(seed)
     epochs = -(-cfg.steps * cfg.batch_images // len(train))
-    order = torch.cat([torch.randperm(len(train), generator=gen) for _ in range(epochs)])[
-        : cfg.steps * cfg.batch_images
-    ]
-    data = _DenseTiles(model.device_half, [train[i] for i in order.tolist()], cfg.tiles_per_frame, seed, cfg.hflip)
+    order = torch.cat([torch.randperm(len(train), generator=gen) for _ in range(epochs)])
+    data = _DenseTiles(
+        model.device_half,
+        [train[i] for i in order[: cfg.steps * cfg.batch_images].tolist()],
+        cfg.tiles_per_frame,
+        seed,
+        cfg.hflip,
+    )
+    workers = cfg.loader_workers
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=cfg.batch_images,
         collate_fn=_collate,
-        num_workers=cfg.loader_workers,
-        prefetch_factor=4 if cfg.loader_workers else None,
-        multiprocessing_context="fork" if cfg.loader_workers else None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context="fork" if workers else None,
     )
     bar = None
     if progress:
@@ -324,35 +368,35 @@ def pretrain_vision_dense(
         bar = tqdm(total=cfg.steps, desc="vision pre-train (patches)", dynamic_ncols=True)
     model.vision_core.train()
     t0 = timer()
-    run_loss, counts = 0.0, np.zeros(6, dtype=np.int64)
+    run_loss, counts = 0.0, _Counts()
     for step, (px, labels) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.final_lr_ratio)
-        logits = head(model.vision_features(px.to(model.device_)))
         labels = labels.to(model.device_)
-        loss = F.cross_entropy(logits.reshape(-1, N_PATCH_CLASSES), labels.reshape(-1), weight=weight)
+        patch_logits, object_logits, classes = _heads_forward(model, heads, px, labels)
+        loss = F.cross_entropy(patch_logits.reshape(-1, N_PATCH_CLASSES), labels.reshape(-1), weight=weight)
+        if len(classes):
+            shape, colour = _shape_colour(classes)
+            loss = loss + F.cross_entropy(object_logits[:, : len(SHAPES)], shape)
+            loss = loss + F.cross_entropy(object_logits[:, len(SHAPES) :], colour)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         run_loss += float(loss.detach())
-        counts += _dense_counts(logits.detach(), labels)
+        counts.add(patch_logits.detach(), labels, object_logits.detach(), classes)
         if bar is not None:
             bar.update(1)
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             n = (step % cfg.log_every) + 1
             log.write(
-                stage="vision_patches",
-                step=step + 1,
-                loss=run_loss / n,
-                **_dense_summary(counts),
-                elapsed_s=timer() - t0,
+                stage="vision_patches", step=step + 1, loss=run_loss / n, **counts.summary(), elapsed_s=timer() - t0
             )
-            run_loss, counts = 0.0, np.zeros(6, dtype=np.int64)
+            run_loss, counts = 0.0, _Counts()
     if bar is not None:
         bar.close()
     model.vision_core.eval()
-    summary = {"steps": cfg.steps, "seconds": round(timer() - t0, 1), "objective": "patch labels"}
+    summary = {"steps": cfg.steps, "seconds": round(timer() - t0, 1), "objective": "patch and object labels"}
     if test:
-        summary["test"] = evaluate_dense(model, head, test[: cfg.eval_images])
+        summary["test"] = evaluate_dense(model, heads, test[: cfg.eval_images])
     return summary

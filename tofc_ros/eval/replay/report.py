@@ -36,6 +36,7 @@ class ReplayLog:
     features: list[tuple[ReceivedFrame, float]] = field(default_factory=list)
     truth: dict[str, list[str]] = field(default_factory=dict)
     outcome: str = "ok"  # ok, unanswered, no_graph or interrupted (see nodes/replay_node.py)
+    overlays: dict[int, np.ndarray] = field(default_factory=dict)  # image stamp ns -> the device's debug overlay
 
 
 def _stats(values: list[float]) -> dict:
@@ -110,7 +111,15 @@ def build_report(log: ReplayLog) -> dict:
         "drop_rate": ((n_played - n_received) / n_played) if n_played else None,
         "feature_messages": len(log.features),
     }
-    return {"outcome": log.outcome, "meta": dict(log.meta), "summary": summary, "questions": rows}
+    overlays = [
+        {
+            "image_stamp_ns": stamp,
+            "file": f"overlay_{i}.png",
+            "questions": [r["question_id"] for r in rows if r["image_stamp_ns"] == stamp],
+        }
+        for i, stamp in enumerate(sorted(log.overlays))
+    ]
+    return {"outcome": log.outcome, "meta": dict(log.meta), "summary": summary, "questions": rows, "overlays": overlays}
 
 
 def _fmt(x, spec: str = ".1f") -> str:
@@ -167,6 +176,21 @@ def _markdown(report: dict) -> str:
             f"| {r['question_id']} | {r['question'].replace('|', '/')} | {truth} | {answer[:80]}{mark} | "
             f"{r['status']} | {_fmt(r['payload_bytes'], 'd')} | {_fmt(r['total_ms'])} |"
         )
+    if report.get("overlays"):
+        rows = {r["question_id"]: r for r in report["questions"]}
+        out += [
+            "",
+            "## What the robot sent",
+            "",
+            "Each patch tinted by the DPC-KNN cluster it was merged into (grid tiles left, thumbnail right); "
+            "white squares are the cluster centres. One merged token per cluster travels.",
+            "",
+        ]
+        for o in report["overlays"]:
+            asked = "; ".join(
+                f"{rows[q]['question']} → {rows[q]['answer'] or rows[q]['status']}" for q in o["questions"]
+            )
+            out += [f"![frame {o['image_stamp_ns']}]({o['file']})", "", f"{asked or '(no question)'}", ""]
     out += [
         "",
         "Plots: ![accuracy and bytes](accuracy_bytes.png) ![latency](latency.png) ![timeline](timeline.png)",
@@ -272,4 +296,9 @@ def write_report(log: ReplayLog, out_dir: str | Path) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
     _plots(report, log, out)
+    if log.overlays:
+        from PIL import Image
+
+        for o in report["overlays"]:
+            Image.fromarray(log.overlays[o["image_stamp_ns"]]).save(out / o["file"])
     return report
