@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DEPS_STAMP := $(VENV)/.tofc-deps
 BUILD_STAMP := $(VENV)/.tofc-build
 REQUIREMENTS := $(wildcard requirements/*.txt)
-SOURCES := setup.py setup.cfg package.xml $(wildcard data/*) $(shell find models -type f 2>/dev/null) $(wildcard msg/*.msg) $(wildcard tofc_msgs/*) \
+SOURCES := setup.py setup.cfg package.xml $(wildcard data/*) $(shell find models -type f 2>/dev/null) $(wildcard msg/*.msg) $(wildcard action/*.action) $(wildcard tofc_msgs/*) \
 	$(wildcard launch/*) $(wildcard config/*) $(shell find tofc_ros -name '*.py' -o -name py.typed)
 PYTEST_ARGS ?=
 

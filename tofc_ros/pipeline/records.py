@@ -43,6 +43,7 @@ class Status(enum.IntEnum):
     BUSY = 5  # the server's bounded question queue is full
     BAD_REQUEST = 6  # the question itself is invalid
     INTERNAL_ERROR = 7  # anything else; the error text says what
+    CANCELED = 8  # the asker cancelled it during generation (action goals); the text holds the partial answer
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class Request:
     stamp_ns: int  # the image stamp asked about; 0 = the latest frame
     asked_ns: int  # the Question's header stamp (0 when the asker left it empty)
     received_ns: int
-    deadline_ns: int
+    deadline_ns: int  # past it: NO_FRAME while waiting for the frame, TIMEOUT in the queue or during generation
+    max_new_tokens: int = 0  # the asker's limit on the answer's length (0: the server's own)
 
 
 @dataclass(frozen=True)
