@@ -14,6 +14,7 @@ baselines) through the same DeviceHalf code the robot runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,12 +75,14 @@ class GenerationResult:
         token_ids: [G] generated ids (including a final EOS if one was produced).
         prompt_tokens: L, the prompt length including image tokens.
         image_tokens: M.
+        stopped: generation was ended by ``should_stop`` (not by EOS or the token limit).
     """
 
     text: str
     token_ids: torch.Tensor
     prompt_tokens: int
     image_tokens: int
+    stopped: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,9 +229,16 @@ class ServerHalf:
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
         return out if batched else out[0]
 
-    @torch.inference_mode()
     def generate(
-        self, features, grid, image_size, question: str, options: GenerationOptions | None = None
+        self,
+        features,
+        grid,
+        image_size,
+        question: str,
+        options: GenerationOptions | None = None,
+        *,
+        on_tokens: Callable[[torch.Tensor], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Generate an answer for per-tile features.
 
@@ -238,42 +248,133 @@ class ServerHalf:
             image_size: (height, width).
             question: user text.
             options: decoding options (greedy by default).
+            on_tokens: called after every generated token with the ids so far [G] (streaming).
+            should_stop: polled after every token; True ends generation there (``GenerationResult.stopped``).
         """
+        return self.generate_batch(
+            [(features, grid, image_size, question)],
+            options,
+            on_tokens=None if on_tokens is None else lambda _, ids: on_tokens(ids),
+            should_stop=None if should_stop is None else lambda _: should_stop(),
+        )[0]
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        prompts: Sequence[tuple],
+        options: GenerationOptions | None = None,
+        *,
+        max_new_tokens: Sequence[int] | None = None,
+        on_tokens: Callable[[int, torch.Tensor], None] | None = None,
+        should_stop: Callable[[int], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Answer B prompts in one batched prefill and decode.
+
+        The prompts are left-padded to the longest one, with an attention mask that hides the padding and
+        position ids counted from each prompt's first real token, so every row sees exactly the keys, values and
+        positions it sees alone: greedy answers equal one-at-a-time ``generate`` (tested on the tiny model; floating
+        point can differ in the last bits with the batch's shapes, so a near-tie can in principle flip).
+
+            prompts b = 0..B-1:  [pad … pad | prompt_b (L_b)]  → inputs_embeds [B, L_max, D], attention_mask [B, L_max]
+            step t:              next token of every unfinished row; a row finishes at EOS, at its own token limit
+                                 or when ``should_stop(b)``; finished rows are padded until all are done
+
+        Args:
+            prompts: B tuples (features [T, n, d], grid, image_size, question).
+            options: decoding options shared by the batch (greedy by default).
+            max_new_tokens: B per-row limits (each at most ``options.max_new_tokens``); None: the option for all.
+            on_tokens: called after every step with (row, that row's ids so far [G_b]) for each row that got a token.
+            should_stop: polled with the row after each of its tokens; True finishes that row there.
+
+        Returns:
+            B GenerationResults, in prompt order.
+        """
+        inputs = [self.prepare_inputs(*prompt) for prompt in prompts]
+        return self.generate_prepared(
+            inputs, options, max_new_tokens=max_new_tokens, on_tokens=on_tokens, should_stop=should_stop
+        )
+
+    @torch.inference_mode()
+    def generate_prepared(
+        self,
+        inputs: Sequence[PreparedInputs],
+        options: GenerationOptions | None = None,
+        *,
+        max_new_tokens: Sequence[int] | None = None,
+        on_tokens: Callable[[int, torch.Tensor], None] | None = None,
+        should_stop: Callable[[int], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """``generate_batch`` for inputs already built by ``prepare_inputs`` (a caller that answers each prompt's
+        own failure separately prepares them one by one first)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
         options = options or GenerationOptions()
-        inputs = self.prepare_inputs(features, grid, image_size, question)
-        embeds = inputs.inputs_embeds[None]
+        if not inputs:
+            return []
+        limits = [options.max_new_tokens] * len(inputs) if max_new_tokens is None else list(max_new_tokens)
+        if len(limits) != len(inputs) or any(not 1 <= n <= options.max_new_tokens for n in limits):
+            raise ValueError(
+                f"max_new_tokens must give one limit in 1..{options.max_new_tokens} per prompt, got {limits}"
+            )
+        lengths = [int(i.inputs_embeds.shape[0]) for i in inputs]
+        longest, width = max(lengths), inputs[0].inputs_embeds.shape[1]
+        embeds = inputs[0].inputs_embeds.new_zeros(len(inputs), longest, width)
+        mask = torch.zeros(len(inputs), longest, dtype=torch.long, device=embeds.device)
+        for b, (prepared, n) in enumerate(zip(inputs, lengths)):
+            embeds[b, longest - n :] = prepared.inputs_embeds
+            mask[b, longest - n :] = 1
+        stops = options.stop_strings
+        tracker = _RowTracker(
+            self._eos_ids(),
+            limits,
+            on_tokens,
+            should_stop,
+            # Stop strings are checked here, per row, rather than by transformers' StopStringCriteria: a row it
+            # finished would be padded, and padding cannot be told from tokens when the tracker reads the rows.
+            (lambda ids: any(stop in self.tokenizer.decode(ids, skip_special_tokens=True) for stop in stops))
+            if stops
+            else None,
+        )
         kwargs = dict(
             inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            max_new_tokens=options.max_new_tokens,
+            attention_mask=mask,
+            max_new_tokens=max(limits),
             do_sample=options.do_sample,
             eos_token_id=self._eos_ids(),
             pad_token_id=self._pad_id(),
             repetition_penalty=options.repetition_penalty,
+            stopping_criteria=StoppingCriteriaList([_as_criterion(tracker, StoppingCriteria)]),
         )
         if options.do_sample:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
         else:  # override any sampling defaults in the checkpoint's generation_config
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if options.stop_strings:
-            kwargs.update(stop_strings=list(options.stop_strings), tokenizer=self.tokenizer)
         with torch.random.fork_rng(devices=self._rng_devices(), enabled=options.seed is not None):
             if options.seed is not None:
                 torch.manual_seed(options.seed)
-            out = self.language_model.generate(**kwargs)
-        # With inputs_embeds only, decoder-only generate returns just the new tokens.
-        new_ids = out[0]
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            self.language_model.generate(**kwargs)
+        # With inputs_embeds only, decoder-only generate returns just the new tokens; the tracker holds each row's
+        # own (what it saw before padding, cut at its EOS, limit or stop).
+        return [
+            GenerationResult(
+                text=self.answer_text(torch.tensor(ids, dtype=torch.long), options),
+                token_ids=torch.tensor(ids, dtype=torch.long),
+                prompt_tokens=int(prepared.input_ids.shape[0]),
+                image_tokens=int(prepared.image_mask.sum()),
+                stopped=stopped,
+            )
+            for prepared, ids, stopped in zip(inputs, tracker.ids, tracker.stopped)
+        ]
+
+    def answer_text(self, token_ids: torch.Tensor, options: GenerationOptions | None = None) -> str:
+        """The answer text of generated ids [G]: special tokens removed, cut at a stop string, stripped."""
+        options = options or GenerationOptions()
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         for stop in options.stop_strings:
             cut = text.find(stop)
             if cut >= 0:
                 text = text[:cut]
-        return GenerationResult(
-            text=text.strip(),
-            token_ids=new_ids.cpu(),
-            prompt_tokens=int(inputs.input_ids.shape[0]),
-            image_tokens=int(inputs.image_mask.sum()),
-        )
+        return text.strip()
 
     def answer(self, features, grid, image_size, question: str, options: GenerationOptions | None = None) -> str:
         """Answer text for per-tile features (see ``generate``)."""
@@ -309,3 +410,47 @@ class ServerHalf:
 
     def _rng_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
+
+
+class _RowTracker:
+    """Each row's generated ids, finish point and streaming, fed by ``generate``'s stopping-criteria hook.
+
+    HF's loop appends one token per row per step (padding for finished rows), then asks the stopping criteria which
+    rows are done: that call sees every row's newest token before the next step, so it is where rows are followed,
+    streamed and stopped.
+    """
+
+    def __init__(self, eos_ids: list[int], limits: list[int], on_tokens, should_stop, stop_text=None) -> None:
+        self.eos = set(eos_ids)
+        self.limits = limits
+        self.on_tokens = on_tokens
+        self.should_stop = should_stop
+        self.stop_text = stop_text
+        self.ids: list[list[int]] = [[] for _ in limits]
+        self.done = [False] * len(limits)
+        self.stopped = [False] * len(limits)
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        newest = input_ids[:, -1].tolist()
+        for b, token in enumerate(newest):
+            if self.done[b]:
+                continue
+            self.ids[b].append(int(token))
+            if self.on_tokens is not None:
+                self.on_tokens(b, torch.tensor(self.ids[b], dtype=torch.long))
+            finished = int(token) in self.eos or len(self.ids[b]) >= self.limits[b]
+            if finished or (self.stop_text is not None and self.stop_text(self.ids[b])):
+                self.done[b] = True
+            elif self.should_stop is not None and self.should_stop(b):
+                self.done[b] = self.stopped[b] = True
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def _as_criterion(tracker: _RowTracker, base):
+    """The tracker as a transformers ``StoppingCriteria`` (imported lazily, like the rest of transformers here)."""
+
+    class _Criterion(base):
+        def __call__(self, input_ids, scores=None, **kwargs):
+            return tracker(input_ids, scores, **kwargs)
+
+    return _Criterion()

@@ -2,6 +2,8 @@
 
     ModelAnswerer:        features [T, C, d] (or pixels through the server's own vision tower)
                           -> projector -> token order -> LLM -> greedy answer           (answer)
+                          several (frame, question) tasks in one batched prefill and decode, each streamed
+                          token by token and stoppable on its own                        (answer_batch)
                           the same prompt and model, teacher-forced over every question of a frame at once
                           -> exact match of greedy generation, without generating        (score)
     PlaceholderAnswerer:  describes placeholder pixels and says plainly that no language model ran.
@@ -12,7 +14,8 @@ rate-accuracy and latency evaluation and the benchmarks all answer through them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -20,7 +23,15 @@ import numpy as np
 from tofc_ros.pipeline.decoder import FrameDecoder
 from tofc_ros.pipeline.records import DecodedFrame
 
-__all__ = ["Answerer", "ModelAnswerer", "PlaceholderAnswerer", "build_server"]
+__all__ = [
+    "Answered",
+    "AnswerTask",
+    "Answerer",
+    "BatchAnswerer",
+    "ModelAnswerer",
+    "PlaceholderAnswerer",
+    "build_server",
+]
 
 PLACEHOLDER_FORMAT = "placeholder-zstd/1"
 
@@ -30,6 +41,42 @@ class Answerer(Protocol):
 
     def answer(self, frame: DecodedFrame, question: str) -> str:
         """Answer ``question`` about ``frame``."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class AnswerTask:
+    """One question for ``BatchAnswerer.answer_batch``.
+
+    Attributes:
+        frame: the decoded frame.
+        question: the question text.
+        max_new_tokens: the asker's limit (0: the answerer's own; never above it).
+        on_text: called with the answer so far after every generated token (streaming); must not raise.
+        stop: polled after every generated token; True ends this answer where it is.
+    """
+
+    frame: DecodedFrame
+    question: str
+    max_new_tokens: int = 0
+    on_text: Callable[[str], None] | None = None
+    stop: Callable[[], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What ``answer_batch`` gives for one task: the text, and whether ``stop`` ended it early."""
+
+    text: str
+    stopped: bool = False
+    tokens: int = 0
+
+
+class BatchAnswerer(Protocol):
+    """An answerer that also answers several tasks together (the server core uses it when present)."""
+
+    def answer_batch(self, tasks: Sequence[AnswerTask]) -> list[Answered | Exception]:
+        """Answer every task; a task that fails gets its exception in its place, the others their answers."""
         ...
 
 
@@ -71,6 +118,49 @@ class ModelAnswerer:
     def answer(self, frame: DecodedFrame, question: str) -> str:
         features, grid, size = self._features(frame)
         return self.server_half.answer(features, grid, size, question, self.options)
+
+    def answer_batch(self, tasks: Sequence[AnswerTask]) -> list[Answered | Exception]:
+        """Answer the tasks in one batched prefill and decode (``ServerHalf.generate_prepared``).
+
+        Each task's prompt is built on its own first, so a frame that fails there (a vision tower missing, a shape)
+        fails alone; a failure of the batched generation itself is every remaining task's. Greedy answers equal
+        ``answer`` one at a time.
+        """
+        import torch
+
+        out: list[Answered | Exception | None] = [None] * len(tasks)
+        rows, prepared = [], []
+        with torch.inference_mode():
+            for i, task in enumerate(tasks):
+                try:
+                    prepared.append(self.server_half.prepare_inputs(*self._features(task.frame), task.question))
+                    rows.append(i)
+                except Exception as exc:  # this task's own failure
+                    out[i] = exc
+        if rows:
+            limit = self.options.max_new_tokens
+            limits = [min(tasks[i].max_new_tokens or limit, limit) for i in rows]
+
+            def on_tokens(row: int, ids) -> None:
+                task = tasks[rows[row]]
+                if task.on_text is not None:
+                    task.on_text(self.server_half.answer_text(ids, self.options))
+
+            def should_stop(row: int) -> bool:
+                task = tasks[rows[row]]
+                return task.stop is not None and bool(task.stop())
+
+            try:
+                results = self.server_half.generate_prepared(
+                    prepared, self.options, max_new_tokens=limits, on_tokens=on_tokens, should_stop=should_stop
+                )
+            except Exception as exc:  # the batch as a whole failed
+                for i in rows:
+                    out[i] = exc
+            else:
+                for i, result in zip(rows, results):
+                    out[i] = Answered(result.text, result.stopped, int(result.token_ids.shape[0]))
+        return out
 
     def score(
         self, frames: Sequence[DecodedFrame], questions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]
