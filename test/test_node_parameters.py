@@ -22,6 +22,7 @@ from tofc_ros.nodes.uplink_node import UplinkNode
 
 from conftest import wait_for
 from test_ros_nodes import Client
+from test_server_action import AskClient
 
 CONFIG_MODULE = str(Path(__file__).resolve().parents[1] / "tofc_ros" / "config.py")
 
@@ -99,6 +100,10 @@ def test_the_server_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
         q.image_stamp.sec = 1
         client.questions.publish(q)
         client.answer("q")
+        # The Ask action: a goal about its own picture (the image conversion's limit; batching's parameters).
+        asker = AskClient(ros)
+        image = Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12))
+        asker.result(asker.send("?", image=image))
     assert _unread(ServerConfig, reads) == []
 
 

@@ -371,3 +371,11 @@ def test_a_question_with_its_own_frame_is_never_cached_and_counts_against_the_bo
     assert core.ask_with_frame(request("", clock), own).status == Status.BAD_REQUEST
     rec = core.run(job)
     assert (rec.status, rec.text, rec.image_stamp_ns) == (Status.OK, "img:q?", 77 * MS) and core.in_flight == 0
+
+
+def test_a_question_withdrawn_while_waiting_for_its_frame_is_canceled_once():
+    core, clock, _, _ = make()
+    core.ask(request("w", clock, stamp_ms=9))
+    rec = core.withdraw("w", "cancelled by the asker")
+    assert (rec.status, rec.error) == (Status.CANCELED, "cancelled by the asker") and core.waiting == 0
+    assert core.withdraw("w", "again") is None and core.add_frame(frame(9)) == [] and core.expire() == []

@@ -238,9 +238,27 @@ class ServerConfig(_Validated):
         64, "Most cameras tracked at once; features from further cameras are refused", low=1, high=10_000
     )
     default_timeout_s: float = param(
-        5.0, "How long a question waits for its frame when it sets no timeout_s", low=0.0, high=3600.0
+        5.0,
+        "Timeout of a question (or goal) that sets none: how long it may wait for its frame (then NO_FRAME), in the "
+        "queue and generating (then TIMEOUT, with the answer so far)",
+        low=0.0,
+        high=3600.0,
     )
     queue_size: int = param(8, "Questions waiting to be answered; beyond this they get BUSY", low=1, high=100_000)
+    max_batch_size: int = param(
+        1,
+        "Questions (topic and action alike) answered together in one batched prefill and decode; 1 answers one at "
+        "a time. Greedy answers are the same either way",
+        low=1,
+        high=256,
+    )
+    batch_wait_ms: float = param(
+        0.0,
+        "How long the first question of a batch waits for others to join it; 0 batches only the questions that "
+        "queued up while the previous batch ran",
+        low=0.0,
+        high=10_000.0,
+    )
     max_payload_bytes: int = param(
         16 * 1024 * 1024,
         "Largest accepted payload; larger ones are answered DECODE_ERROR unread",

@@ -4,6 +4,10 @@
                         -> received_frame(msg, arrival_ns, max_payload_bytes) -> ReceivedFrame         (server)
     Question            -> request(msg, received_ns, default camera, default timeout) -> Request         (server)
     Answer              <- answer_msg(AnswerRecord, stamp)                                              (server)
+    Ask goal            -> goal_request(goal, question_id, received_ns, default camera, default timeout) -> Request
+                        -> goal_frame(goal, payload, format, camera, received_ns) -> ReceivedFrame  (its image)
+    Ask feedback        <- ask_feedback(text so far, tokens)
+    Ask result          <- ask_result(AnswerRecord, stamp)                       (the Answer the topic would carry)
     Image               <- image_msg(rgb, header)                                    (device: the debug overlay)
 
 No rclpy here, only the generated message classes; the nodes call these and stay thin.
@@ -15,10 +19,23 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
+from tofc_msgs.action import Ask
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request, stamp_ns
 
-__all__ = ["stamp_ns", "to_time", "features_msg", "received_frame", "request", "answer_msg", "image_msg"]
+__all__ = [
+    "stamp_ns",
+    "to_time",
+    "features_msg",
+    "received_frame",
+    "request",
+    "answer_msg",
+    "goal_request",
+    "goal_frame",
+    "ask_feedback",
+    "ask_result",
+    "image_msg",
+]
 
 
 def to_time(ns: int) -> Time:
@@ -75,6 +92,55 @@ def request(msg: Question, received_ns: int, default_camera: str, default_timeou
         received_ns=received_ns,
         deadline_ns=received_ns + int(timeout_s * 1e9),
     )
+
+
+def goal_request(
+    goal: Ask.Goal, question_id: str, received_ns: int, default_camera: str, default_timeout_s: float
+) -> Request:
+    """An Ask goal as the server core keeps a question (``question_id``: the goal id; deadline from receipt)."""
+    timeout_s = goal.timeout_s if goal.timeout_s > 0 else default_timeout_s
+    return Request(
+        question_id=question_id,
+        text=goal.text,
+        camera=goal.camera or default_camera,
+        stamp_ns=stamp_ns(goal.image.header.stamp) if has_image(goal) else stamp_ns(goal.image_stamp),
+        asked_ns=received_ns,  # a goal carries no asking time of its own: its acceptance is it
+        received_ns=received_ns,
+        deadline_ns=received_ns + int(timeout_s * 1e9),
+        max_new_tokens=int(goal.max_new_tokens),
+    )
+
+
+def has_image(goal: Ask.Goal) -> bool:
+    """Whether the goal brings its own picture (an inline sensor_msgs/Image with pixels)."""
+    return goal.image.width * goal.image.height > 0
+
+
+def goal_frame(goal: Ask.Goal, payload: bytes, fmt: str, camera: str, received_ns: int) -> ReceivedFrame:
+    """The frame of a goal's inline image, coded as ``payload`` (the server decodes and answers it like any
+    image payload); it arrived with the goal, so there is no device time and no transfer term."""
+    return ReceivedFrame(
+        camera=camera,
+        stamp_ns=stamp_ns(goal.image.header.stamp),
+        sequence=0,
+        format=fmt,
+        payload=payload,
+        payload_size=len(goal.image.data),
+        refusal="",
+        device_ms=0.0,
+        sent_ns=0,
+        arrival_ns=received_ns,
+    )
+
+
+def ask_feedback(text: str, tokens: int) -> Ask.Feedback:
+    """The answer so far, after ``tokens`` generated tokens."""
+    return Ask.Feedback(text=text, tokens=tokens)
+
+
+def ask_result(record: AnswerRecord, stamp_ns_now: int) -> Ask.Result:
+    """The goal's result: the Answer the topic protocol would publish for the same record."""
+    return Ask.Result(answer=answer_msg(record, stamp_ns_now))
 
 
 def answer_msg(record: AnswerRecord, stamp_ns_now: int) -> Answer:

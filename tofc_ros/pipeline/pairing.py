@@ -3,8 +3,8 @@
 Pure and single-threaded by contract: the server node calls it from one callback group only. Times are
 integers in nanoseconds (ROS time), so nothing here reads a clock.
 
-Every question handed to `ask` leaves exactly once: paired with a frame (returned by `ask` or `add_frame`) or
-expired (returned by `expire`), or refused at once by `ask` raising `Refused`.
+Every question handed to `ask` leaves exactly once: paired with a frame (returned by `ask` or `add_frame`),
+expired (returned by `expire`) or withdrawn (returned by `withdraw`), or refused at once by `ask` raising `Refused`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ class Pairing(Generic[F]):
         for w in ready:
             del self._waiting[w.question_id]
         return ready
+
+    def withdraw(self, question_id: str) -> Waiting | None:
+        """Remove and return a waiting question (its asker gave up on it), or None when it is not waiting."""
+        return self._waiting.pop(question_id, None)
 
     def expire(self, now_ns: int) -> list[Waiting]:
         """Remove and return the questions whose deadline has passed."""

@@ -5,6 +5,8 @@
                       ask_with_frame(Request, ReceivedFrame)     a question that brings its own frame (an action
                           -> Job | AnswerRecord                  goal's image): ready now or refused now
                       expire() -> [AnswerRecord]                 NO_FRAME for questions past their deadline
+                      withdraw(question_id, why)                 CANCELED for a question still waiting for its
+                          -> AnswerRecord | None                 frame (its asker cancelled)
     worker thread:    run_batch([Job], hooks) -> [AnswerRecord]  decode (once per frame) + answer the jobs together
                                                                  (one batched generation when the answerer has
                                                                  answer_batch); never raises
@@ -164,6 +166,12 @@ class ServerCore:
                 )
             )
         return out
+
+    def withdraw(self, question_id: str, why: str) -> AnswerRecord | None:
+        """CANCELED for a question still waiting for its frame; None when it is not waiting (queued or generating:
+        its ``Hooks.cancelled`` ends it there, or it is answered already)."""
+        waiting = self._pairing.withdraw(question_id)
+        return None if waiting is None else self.record(waiting.request, Status.CANCELED, error=why)
 
     def drain(self) -> list[AnswerRecord]:
         """TIMEOUT answers for every question still waiting (shutdown)."""
