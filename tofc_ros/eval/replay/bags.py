@@ -7,6 +7,10 @@ Every camera and question message is deserialised once while loading, so a malfo
 with a different Question definition stops the replay before anything is played, with a :class:`BagError` naming
 the topic, the message index and its log time.
 
+Recorded features: :func:`read_feature_bag` loads a bag of tofc_msgs/CompressedFeatures and Questions (what the
+live replay records with ``record_features``, with the Answers it got) for offline re-answering
+(:mod:`tofc_ros.eval.offline`).
+
 Output: :class:`BagWriter`, a rosbag2 directory in either storage whose connections carry the message definition
 and RIHS01 hash from the typestore (what ``ros2 bag record`` would store), written from serialised CDR bytes.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from tofc_ros.eval.replay.typestore import COMPRESSED_IMAGE, IMAGE, QUESTION, TOFC_TYPES, typestore
+from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, TOFC_TYPES, typestore
 from tofc_ros.pipeline.records import stamp_ns
 
 __all__ = [
@@ -29,8 +33,10 @@ __all__ = [
     "BagWriter",
     "Frame",
     "BagQuestion",
+    "FeatureBag",
     "ReplayBag",
     "iter_messages",
+    "read_feature_bag",
     "read_replay_bag",
 ]
 
@@ -206,6 +212,89 @@ def read_replay_bag(
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise BagError(f"bag {str(path)!r} repeats question ids {dupes[:5]}: every question needs its own id")
     return ReplayBag(path, storage, frames, questions, cam, qtopic, skipped)
+
+
+@dataclass
+class FeatureBag:
+    """A recorded bag's CompressedFeatures and Questions in one log-time order, and the Answers it holds.
+
+    Attributes:
+        events: (log time ns, "features" or "question", CDR bytes or the BagQuestion), sorted by log time (features
+            first at equal times: a question recorded with its frame's arrival pairs with it).
+        answers: the recorded Answers' CDR bytes by question_id (the live answers, when the bag has them).
+    """
+
+    path: Path
+    storage: str
+    events: list[tuple[int, str, object]]
+    answers: dict[str, bytes]
+    features_topic: str
+    questions_topic: str
+    answers_topic: str | None
+
+    @property
+    def questions(self) -> list[BagQuestion]:
+        return [e[2] for e in self.events if e[1] == "question"]
+
+
+def read_feature_bag(
+    path: str | Path,
+    features_topic: str | None = None,
+    questions_topic: str | None = None,
+    answers_topic: str | None = None,
+) -> FeatureBag:
+    """Load a bag's CompressedFeatures, Questions and (optionally) Answers for offline re-answering.
+
+    Args:
+        path: rosbag2 directory or single .mcap/.db3 file (e.g. a live replay's ``<output_dir>/answers``).
+        features_topic, questions_topic, answers_topic: None picks the bag's only topic of that type (answers may be
+            absent).
+
+    Raises:
+        BagError: missing/unreadable bag, unknown or ambiguous topic, malformed message, foreign type definition,
+            repeated question ids.
+    """
+    path = Path(path)
+    store = typestore()
+    reader = _open(path)
+    try:
+        conns = list(reader.connections)
+        ftopic = _pick(conns, (FEATURES,), features_topic, "features", path, required=True)
+        qtopic = _pick(conns, (QUESTION,), questions_topic, "questions", path, required=True)
+        atopic = _pick(conns, (ANSWER,), answers_topic, "answers", path, required=False)
+        selected = [c for c in conns if c.topic in (ftopic, qtopic, atopic)]
+        for conn in selected:
+            _check_definition(conn, path)
+        events: list[tuple[int, str, object]] = []
+        answers: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        for conn, t_ns, raw in reader.messages(connections=selected):
+            index = counts[conn.topic] = counts.get(conn.topic, -1) + 1
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:  # truncated or corrupt CDR: rosbags raises assorted errors
+                raise BagError(
+                    f"message #{index} on {conn.topic!r} ({conn.msgtype}) at log time {t_ns} ns in "
+                    f"{str(path)!r} is malformed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if conn.topic == ftopic:
+                events.append((t_ns, "features", bytes(raw)))
+            elif conn.topic == qtopic:
+                q = BagQuestion(
+                    t_ns, msg.question_id, msg.text, msg.camera, stamp_ns(msg.image_stamp), float(msg.timeout_s)
+                )
+                events.append((t_ns, "question", q))
+            else:
+                answers.setdefault(msg.question_id, bytes(raw))  # a duplicate answer is the server's bug: the first
+        storage = _storage_of(path)
+    finally:
+        reader.close()
+    events.sort(key=lambda e: (e[0], e[1] != "features"))
+    ids = [e[2].question_id for e in events if e[1] == "question"]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise BagError(f"bag {str(path)!r} repeats question ids {dupes[:5]}: every question needs its own id")
+    return FeatureBag(path, storage, events, answers, ftopic, qtopic, atopic)
 
 
 def iter_messages(path: str | Path) -> Iterator[tuple[str, str, int, bytes]]:
