@@ -4,6 +4,7 @@ model."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -248,3 +249,22 @@ def test_scene_data_runs_every_stage_with_cached_features(tmp_path):
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again)) and len(cache._store) == 2
     with pytest.raises(ValueError, match="balanced by construction"):
         PretrainConfig(data="scenes", yes_no_match_rate=0.5)
+
+
+def test_zoomed_tiles_centre_each_object_and_label_it_larger():
+    from tofc_ros.data import scenes
+    from tofc_ros.train.vision_pretrain import _zoomed_tiles, patch_labels
+
+    model = build_tiny_ov(TINY, seed=0)
+    item = scenes.load_split("train", 4)[3]
+    rng = np.random.default_rng(0)
+    base = patch_labels(model.device_half.spec, item)
+    grid_patches = {c: int((base[1:] == c).sum()) for c in base[1:].unique().tolist() if c}
+    px, labels, cover = _zoomed_tiles(model.device_half, item, 2.0, rng)
+    n = min(len(item.objects), 2)
+    assert px.shape == (n, 3, 384, 384) and labels.shape == cover.shape == (n, 729)
+    for k, obj in enumerate(item.objects[:n]):
+        c = 1 + scenes.SHAPES.index(obj.shape) * 8 + scenes.COLOURS.index(obj.color)
+        assert int((labels[k] == c).sum()) > 0  # the tile shows its object
+        if grid_patches.get(c, 0) >= 4:  # twice the zoom: about four times the patches
+            assert int((labels[k] == c).sum()) > 2 * grid_patches[c] / max(1, len(base) - 1)

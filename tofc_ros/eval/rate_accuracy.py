@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from tofc_ros.data.easyvqa import VQAImage, load_split, num_questions
+from tofc_ros.data import easyvqa, scenes
+from tofc_ros.data.easyvqa import VQAImage
 from tofc_ros.eval.deployment import Deployment, Point
 
 __all__ = ["Point", "PointResult", "evaluate_point", "run", "bytes_at_accuracy", "main"]
@@ -209,6 +210,24 @@ def build_points(args) -> list[Point]:
     return pts
 
 
+def test_items(
+    data: str = "easyvqa", limit: int | None = None, size: str | None = None, images: int | None = None
+) -> list:
+    """The test split of ``data`` ("easyvqa" or "scenes"); scenes at one frame size "WxH" (else both sizes).
+
+    ``limit``: the first questions (image-major); ``images``: how many scenes to draw (scenes only).
+    """
+    if data == "easyvqa":
+        return easyvqa.load_split("test", limit)
+    if data != "scenes":
+        raise ValueError(f"data must be 'easyvqa' or 'scenes', got {data!r}")
+    sizes = scenes.FRAME_SIZES
+    if size:
+        w, _, h = size.partition("x")
+        sizes = ((int(w), int(h)),)
+    return scenes.load_split("test", images, limit=limit, sizes=sizes)
+
+
 def run(
     points: list[Point],
     limit: int | None,
@@ -216,12 +235,14 @@ def run(
     progress: bool = True,
     title: str = "easy-vqa test",
     include: list[Path] = (),
+    items: list | None = None,
 ) -> dict:
     """Evaluate the points and write results.json, table.md and rate_accuracy.png.
 
     ``include``: earlier output directories whose results (same split and limit) join this table and plot.
+    ``items``: the test items (default: easy-vqa's test split, first ``limit`` questions).
     """
-    items = load_split("test", limit)
+    items = test_items("easyvqa", limit) if items is None else items
     deployment = Deployment(points)
     results = []
     for prev in include:
@@ -253,7 +274,7 @@ def run(
         "split": "test",
         "limit": limit,
         "images": len(items),
-        "questions": num_questions(items),
+        "questions": sum(len(it.questions) for it in items),
         "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
         "seconds": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(),
@@ -262,7 +283,7 @@ def run(
     }
     (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out_dir / "table.md").write_text(_table(results) + "\n", encoding="utf-8")
-    _plot(results, out_dir / "rate_accuracy.png", f"{title} ({num_questions(items)} questions)")
+    _plot(results, out_dir / "rate_accuracy.png", f"{title} ({sum(len(it.questions) for it in items)} questions)")
     return data
 
 
@@ -281,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-raw", dest="raw", action="store_false", help="skip raw fp16 and fp16+zstd")
     ap.add_argument("--jpeg", default="5,10,25,50,90", help="JPEG qualities")
     ap.add_argument("--webp", default="1,5,10,25,50,90", help="WebP qualities")
+    ap.add_argument("--data", choices=("easyvqa", "scenes"), default="easyvqa", help="test split of which data set")
+    ap.add_argument("--size", default=None, help="scenes: one frame size WxH (e.g. 1280x720); default both sizes")
+    ap.add_argument("--images", type=int, default=None, help="scenes: how many test scenes (default 1000)")
     ap.add_argument("--limit", type=int, default=None, help="first N test questions (image-major)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="bench/results/rate_accuracy")
@@ -289,12 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    items = test_items(args.data, args.limit, args.size, args.images)
+    title = "easy-vqa test" if args.data == "easyvqa" else f"scenes test{' ' + args.size if args.size else ''}"
     data = run(
         build_points(args),
         args.limit,
         Path(args.out),
         progress=not args.no_progress,
+        title=title,
         include=[Path(p) for p in args.include],
+        items=items,
     )
     print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
     print(json.dumps(data["comparisons"], indent=2))
