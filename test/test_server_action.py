@@ -279,3 +279,35 @@ def test_a_model_server_without_a_vision_tower_aborts_an_image_goal_and_says_why
         vision.features, vision.grid, vision.image_size, "What is it?", seeing.core.answerer.options
     )
     assert answer.text == expected
+
+
+def test_topic_questions_ready_together_are_batched_too(ros, tiny_model_dir, tiny_codec_path, payloads):
+    server = ros.add(
+        ServerNode(
+            context=ros.context,
+            parameter_overrides=_params(
+                answerer="model",
+                model_path=str(tiny_model_dir),
+                codec_path=str(tiny_codec_path),
+                max_new_tokens=6,
+                max_batch_size=8,
+                batch_wait_ms=300.0,
+            ),
+        )
+    )
+    sizes: list[int] = []
+    run_batch = server.core.run_batch
+    server.core.run_batch = lambda jobs, hooks=None: (sizes.append(len(jobs)), run_batch(jobs, hooks))[1]
+    client = Client(ros)
+    wait_for(lambda: client.questions.get_subscription_count() and server.count_publishers("features"))
+    for sec, payload in enumerate(payloads[:4], start=1):
+        client.send_features(payload, sec=sec)
+    wait_for(lambda: server.core.cached_frames == 4)
+    for sec in range(1, 5):
+        client.ask(f"q{sec}", sec=sec, timeout_s=60, text=f"What is in frame {sec}?")
+    answers = [client.answer(f"q{sec}") for sec in range(1, 5)]
+    assert all(a.status == Answer.STATUS_OK for a in answers) and max(sizes) > 1 and sum(sizes) == 4
+    decoder, answerer = server.core.decoder, server.core.answerer
+    for sec, answer in enumerate(answers, start=1):
+        assert answer.text == answerer.answer(decoder.decode(payloads[sec - 1]), f"What is in frame {sec}?")
+    assert client.duplicates == []
