@@ -1,7 +1,10 @@
-"""Sample replay bags from easy-vqa: camera frames (sensor_msgs/Image rgb8, 64×64) and tofc_msgs/Question.
+"""Sample replay bags: camera frames (sensor_msgs/Image rgb8) and tofc_msgs/Question from a data set's test split.
+
+    data="scenes":  camera-resolution scenes (1280x720 by default), the demo's bag (rebuilt at setup, not committed)
+    data="easyvqa": 64x64 easy-vqa images (data/easyvqa_sample.mcap, committed)
 
 Deterministic: the first ``n_images`` test images by id, each image's first questions (alternately 3 and 2 when
-``questions_per_image`` is None), log times and stamps from a fixed epoch, so the committed bag is reproducible by
+``questions_per_image`` is None), log times and stamps from a fixed epoch, so a bag is reproducible byte for byte by
 ``tools/make_sample_bag.py``. The ground truth goes to the sidecar questions file (Question has no answer field).
 """
 
@@ -31,8 +34,10 @@ def write_sample_bag(
     questions_per_image: int | None = None,
     camera: str = "front",
     question_offset_s: float = 0.05,
+    data: str = "easyvqa",
+    size: tuple[int, int] = (1280, 720),
 ) -> tuple[Path, Path, int]:
-    """Write an easy-vqa replay bag and its ground-truth sidecar.
+    """Write a replay bag of a data set's test images and its ground-truth sidecar.
 
     Args:
         out: a rosbag2 directory to create, or (mcap only) a ``.mcap`` file path: the bag's single file alone.
@@ -41,21 +46,30 @@ def write_sample_bag(
         questions_per_image: questions per image; None alternates 3 and 2.
         camera: the Question.camera value.
         question_offset_s: questions are asked this long after their frame, one after another.
+        data: "easyvqa" or "scenes".
+        size: (width, height) of the scene frames.
 
     Returns:
         (bag path, sidecar path, number of questions).
     """
-    from tofc_ros.data.easyvqa import load_split
-
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists")
     single_file = out.suffix == ".mcap"
     if single_file and storage != "mcap":
         raise ValueError("a single-file bag must be mcap")
-    images = load_split("test")[:n_images]
+    if data == "scenes":
+        from tofc_ros.data import scenes
+
+        images = scenes.load_split("test", n_images, sizes=(tuple(size),))
+    elif data == "easyvqa":
+        from tofc_ros.data.easyvqa import load_split
+
+        images = load_split("test")[:n_images]
+    else:
+        raise ValueError(f"data must be 'easyvqa' or 'scenes', got {data!r}")
     if len(images) < n_images:
-        raise ValueError(f"easy-vqa test has only {len(images)} images")
+        raise ValueError(f"{data} test has only {len(images)} images")
     period_ns = int(round(1e9 / rate_hz))
     truth_rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +80,7 @@ def write_sample_bag(
                 writer.write(CAMERA_TOPIC, IMAGE, t, image_cdr(item.rgb(), t, f"{camera}_optical_frame"))
                 k = questions_per_image or (3 if i % 2 == 0 else 2)
                 for j, (text, answer) in enumerate(zip(item.questions[:k], item.answers[:k])):
-                    qid = f"easyvqa-test-{item.image_id:04d}-{j}"
+                    qid = f"{data}-test-{item.image_id:04d}-{j}"
                     asked = t + int((j + 1) * question_offset_s * 1e9)
                     q = BagQuestion(asked, qid, text, camera, t, 0.0)
                     writer.write(QUESTIONS_TOPIC, QUESTION, asked, question_cdr(q, asked))
