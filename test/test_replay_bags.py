@@ -233,3 +233,18 @@ def test_background_writer_accepts_writes_from_any_thread(tmp_path, storage):
     assert sorted(topic for topic, *_ in iter_messages(tmp_path / "bag")) == ["/a0", "/a1", "/a2", "/a3"]
     with pytest.raises(FileExistsError):
         BackgroundBagWriter(tmp_path / "bag", storage)
+
+
+def test_a_scene_bag_holds_camera_resolution_frames_with_true_answers(tmp_path):
+    from tofc_ros.data import scenes
+
+    bag, sidecar, n = write_sample_bag(tmp_path / "s.mcap", n_images=2, data="scenes", size=(1280, 720))
+    rb = read_replay_bag(bag)
+    img = typestore().deserialize_cdr(rb.frames[0].data, IMAGE)
+    assert (img.width, img.height, img.encoding) == (1280, 720, "rgb8") and len(rb.frames) == 2
+    items = scenes.load_split("test", 2, sizes=((1280, 720),))
+    expected = [a for it in items for a in it.answers[: (3 if it.image_id % 2 == 0 else 2)]]
+    assert [json.loads(line)["answer"] for line in sidecar.read_text().splitlines()] == expected == expected[:n]
+    (tmp_path / "again").mkdir()
+    again, _, _ = write_sample_bag(tmp_path / "again" / "s.mcap", n_images=2, data="scenes", size=(1280, 720))
+    assert again.read_bytes() == bag.read_bytes()  # byte for byte: what `make setup` rebuilds
