@@ -151,8 +151,13 @@ class ModelAnswerer:
                 return task.stop is not None and bool(task.stop())
 
             try:
+                streamed = any(tasks[i].on_text is not None for i in rows)  # else no per-token text to build
                 results = self.server_half.generate_prepared(
-                    prepared, self.options, max_new_tokens=limits, on_tokens=on_tokens, should_stop=should_stop
+                    prepared,
+                    self.options,
+                    max_new_tokens=limits,
+                    on_tokens=on_tokens if streamed else None,
+                    should_stop=should_stop,
                 )
             except Exception as exc:  # the batch as a whole failed
                 for i in rows:
