@@ -165,6 +165,8 @@ class PretrainConfig:
     # With the tower frozen, keep each training image's (merged) features after its first use instead of running the
     # tower again every epoch (full-token scene features take ~0.8 MB each in float16).
     cache_features: bool = True
+    vqa_images: int | None = None  # the VQA stages use only the first N training images (None: all)
+    loader_workers: int = 1  # processes rendering and tiling frames while the tower computes cached features
 
     def __post_init__(self):
         if self.data not in DATA_SETS:
@@ -256,6 +258,56 @@ class FeatureCache:
             f, grid, size = fresh[i] if i in fresh else self._store[k]
             out.append((f.float(), grid, size))
         return out
+
+    def precompute(self, items: list, variants: list[tuple[str, int]], workers: int = 1, progress: bool = False):
+        """Fill the cache for every item and (merge, n_c) variant with one tower pass per image, rendering and
+        tiling frames in ``workers`` processes meanwhile (the processor costs as much as the tiny tower here)."""
+        if not self.enabled:
+            return
+        todo = [
+            it
+            for it in items
+            if any((getattr(it, "split", ""), it.image_id, m, n) not in self._store for m, n in variants)
+        ]
+        if not todo:
+            return
+        loader = torch.utils.data.DataLoader(
+            _Tiles(self.pixels, todo),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=8 if workers else None,
+            multiprocessing_context="fork" if workers else None,
+        )
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="features", dynamic_ncols=True)
+        with torch.no_grad():
+            for item, (px, repeat, grid, size) in zip(todo, loader):
+                f = self.model.vision_features(px.to(self.model.device_))
+                f = f.repeat(repeat, 1, 1) if repeat > 1 else f
+                for merge, n_c in variants:
+                    merged = merge_features(f, n_c, merge)
+                    key = (getattr(item, "split", ""), item.image_id, merge, n_c)
+                    self._store[key] = (merged.half() if merge == "none" else merged, grid, size)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+
+
+class _Tiles(torch.utils.data.Dataset):
+    """An item's tiles as the model's processor makes them (``PixelPath.tiles``), for a worker process."""
+
+    def __init__(self, pixels: PixelPath, items: list):
+        self.pixels, self.items = pixels, items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.pixels.tiles(self.items[i].rgb())
 
 
 def vision_batch(model: TrainableLlava, pixels: PixelPath, items: list[VQAImage]):
@@ -425,12 +477,16 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
     cache = FeatureCache(model, enabled=cfg.cache_features and not cfg.train_vision)
     t0 = timer()
     ms = cfg.merged_stage
+    vqa_train = train[: cfg.vqa_images] if cfg.vqa_images else train
+    variants = ([(ms.merge, ms.n_c)] if ms.epochs > 0 else []) + ([(cfg.merge, cfg.n_c)] if cfg.epochs > 0 else [])
+    cache.precompute(vqa_train, variants, workers=cfg.loader_workers, progress=progress)
+    feature_s = timer() - t0
     merged_steps = 0
     if ms.epochs > 0:
         merged_steps = _vqa_stage(
-            model, cfg, train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress, 1, cache
+            model, cfg, vqa_train, ms.epochs, ms.merge, ms.n_c, "vqa_merged", rewrite, log, progress, 1, cache
         )
-    total = _vqa_stage(model, cfg, train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress, 0, cache)
+    total = _vqa_stage(model, cfg, vqa_train, cfg.epochs, cfg.merge, cfg.n_c, "vqa", rewrite, log, progress, 0, cache)
     del cache
     train_s = timer() - t0
     model.model.eval()
@@ -448,6 +504,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, progress: bool = True) ->
         "vqa_merged_steps": merged_steps,
         "train_images_seen": (total + merged_steps) * cfg.batch_images,
         "train_seconds": round(train_s, 1),
+        "feature_cache_seconds": round(feature_s, 1),
         "eval_seconds": round(timer() - t1, 1),
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
