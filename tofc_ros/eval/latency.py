@@ -2,6 +2,8 @@
 
     python -m tofc_ros.eval.latency --model models/easyvqa-tiny-ov \
         --codec models/easyvqa-tiny-ov/tofc_codec.safetensors --images 20 --out bench/results/latency
+    python -m tofc_ros.eval.latency --data scenes --size 1280x720 --model models/scenes-tiny-ov \
+        --codec models/scenes-tiny-ov/tofc_codec.safetensors --images 10 --out bench/results/scenes_latency
 
 Modes (each answers the same questions with the same model, through the deployed objects: the device node's
 encoder, the server node's decoder and answerer, see ``eval.deployment``):
@@ -27,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tofc_ros.data.easyvqa import load_split
 from tofc_ros.eval.deployment import Deployment, Point
+from tofc_ros.eval.rate_accuracy import test_items
 
 __all__ = ["measure", "model_latency", "main"]
 
@@ -38,7 +40,17 @@ def _ms(t0: float) -> float:
 
 
 @torch.inference_mode()
-def measure(model: str, codec_path: str, n_c: int, images: int, jpeg_q: int, webp_q: int) -> dict:
+def measure(
+    model: str,
+    codec_path: str,
+    n_c: int,
+    images: int,
+    jpeg_q: int,
+    webp_q: int,
+    data: str = "easyvqa",
+    size: str | None = None,
+    max_new_tokens: int = 8,
+) -> dict:
     """Median device ms, server ms and payload bytes per mode over the first ``images`` test images."""
     from tofc_ros.backbones import GenerationOptions
 
@@ -50,9 +62,9 @@ def measure(model: str, codec_path: str, n_c: int, images: int, jpeg_q: int, web
     ]
     deployment = Deployment(modes)
     decoder, answerer = deployment.server(model)
-    answerer.options = GenerationOptions(max_new_tokens=8)
+    answerer.options = GenerationOptions(max_new_tokens=max_new_tokens)
     encoders = {p.name: deployment.encoder(p) for p in modes}
-    items = load_split("test")[:images]
+    items = test_items(data, None, size, images)[:images]
     rows: dict[str, dict[str, list[float]]] = {}
     # warm-up (first calls allocate and fill caches)
     for enc in encoders.values():
@@ -123,18 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--jpeg", type=int, default=50)
     ap.add_argument("--webp", type=int, default=50)
+    ap.add_argument("--data", choices=("easyvqa", "scenes"), default="easyvqa")
+    ap.add_argument("--size", default=None, help="scenes: frame size WxH (e.g. 1280x720)")
+    ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="bench/results/latency")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    measured = measure(args.model, args.codec, args.n_c, args.images, args.jpeg, args.webp)
+    measured = measure(
+        args.model, args.codec, args.n_c, args.images, args.jpeg, args.webp, args.data, args.size, args.max_new_tokens
+    )
     lat = model_latency(measured)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "measured_on": f"this machine (2-core CPU, shared), torch threads = {torch.get_num_threads()}",
         "images": args.images,
+        "data": args.data,
+        "size": args.size,
+        "model_dir": args.model,
         "measured_median": measured,
         "model": lat,
     }
