@@ -42,8 +42,9 @@ def test_a_rectangle_lights_the_patches_whose_boxes_it_covers(kind, size):
     valid = ~np.isnan(boxes[..., 0])
     by0, bx0, by1, bx1 = (boxes[..., i] for i in range(4))
     area = np.maximum(by1 - by0, 1e-9) * np.maximum(bx1 - bx0, 1e-9)
-    inter = (np.clip(np.minimum(by1, y1) - np.maximum(by0, y0), 0, None)
-             * np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0), 0, None))
+    inter = np.clip(np.minimum(by1, y1) - np.maximum(by0, y0), 0, None) * np.clip(
+        np.minimum(bx1, x1) - np.maximum(bx0, x0), 0, None
+    )
     cover = np.where(valid, inter / area, 0.0)
     # Bicubic resampling blurs edges by a pixel or two: compare where a patch is clearly in or out.
     if kind == "llava15":  # padding is the mean colour, not black: keep patches that lie wholly in the frame
