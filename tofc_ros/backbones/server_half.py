@@ -24,7 +24,7 @@ from .device_half import DeviceHalf, VisionFeatures
 from .spec import BackboneSpec
 from .token_order import arrange_image_tokens, check_tile_features
 
-__all__ = ["GenerationOptions", "GenerationResult", "PreparedInputs", "ServerHalf"]
+__all__ = ["ConversationIds", "GenerationOptions", "GenerationResult", "PreparedInputs", "ServerHalf"]
 
 IGNORE_INDEX = -100  # label value ignored by the cross-entropy loss (prompt and image positions)
 
@@ -103,6 +103,21 @@ class PreparedInputs:
     labels: torch.Tensor
 
 
+@dataclass(frozen=True, eq=False)
+class ConversationIds:
+    """A tokenized conversation about one image (``ServerHalf.conversation_ids``).
+
+    Attributes:
+        input_ids: [L] token ids (M image tokens where the template put the image).
+        labels: [L] answer ids + EOS of every answered turn, IGNORE_INDEX elsewhere (unshifted, as PreparedInputs).
+        turns: [L] long, the turn k of each labelled position, -1 elsewhere.
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    turns: torch.Tensor
+
+
 class ServerHalf:
     """Projector + token order + language model + tokenizer. Build with ``loading.load_server_half``.
 
@@ -161,32 +176,123 @@ class ServerHalf:
         return arrange_image_tokens(self.spec, projected, grid, image_size, self.image_newline)
 
     # ---------------------------------------------------------------------------------------------- text side
-    def prompt_ids(self, question: str, n_image_tokens: int) -> torch.Tensor:
+    def prompt_ids(self, question: str, n_image_tokens: int, history: Sequence[tuple[str, str]] = ()) -> torch.Tensor:
         """Token ids of the chat prompt with exactly ``n_image_tokens`` image tokens: [L].
 
         The chat template renders one image placeholder (llava-hf convention); it is expanded here in the text, then
-        the whole string is tokenized, which is what the llava-hf processors do.
+        the whole string is tokenized, which is what the llava-hf processors do. ``history``: earlier (question,
+        answer) turns of the same conversation, rendered before ``question`` (see ``conversation_ids``).
         """
-        if not isinstance(question, str):
-            raise TypeError(f"question must be a str, got {type(question).__name__}")
-        if self.image_token in question:
-            raise ValueError(f"question must not contain the image token {self.image_token!r}")
+        return self.conversation_ids([*history, (question, None)], n_image_tokens).input_ids
+
+    def conversation_ids(self, turns: Sequence[tuple[str, str | None]], n_image_tokens: int) -> ConversationIds:
+        """Token ids and labels of a conversation about one image, through the model's own chat template.
+
+        ::
+
+            turns  (q_0, a_0) (q_1, a_1) … (q_K-1, a_K-1 | None)       the image goes with q_0
+            text   template(user q_0 + image, gen prompt) ─ a_0 ─ EOS ─ template text to the next gen prompt ─ a_1 …
+            ids    [ context (image placeholder → M image tokens) | a_0 ids, EOS | context | a_1 ids, EOS | … ]
+            labels [ IGNORE …                                      | a_0 ids, EOS | IGNORE  | a_1 ids, EOS | … ]
+
+        Each context piece is the template's own text between one turn and the next (the prompt of turn k includes
+        every earlier turn, rendered by the template); each answer is tokenized on its own right after the
+        generation prompt and followed by EOS, exactly what greedy generation after that prompt produces and
+        what ``prepare_inputs(answer=...)`` labels. The template's own text around an answer (e.g. the Qwen2
+        template's end-of-turn token, which is the EOS) is not duplicated: a leading EOS of the text after the
+        answer is the EOS already there. Templates that do not render incrementally are refused.
+
+        Args:
+            turns: (user text, assistant answer) pairs; only the last answer may be None (the ids then end with the
+                generation prompt: the prompt to answer that question).
+            n_image_tokens: M.
+
+        Returns:
+            ConversationIds with input_ids, labels and the turn of every labelled position.
+        """
         if n_image_tokens < 1:
             raise ValueError(f"n_image_tokens must be ≥ 1, got {n_image_tokens}")
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if text.count(self.image_token) != 1:
-            raise ValueError(f"chat template rendered {text.count(self.image_token)} image placeholders, expected 1")
-        text = text.replace(self.image_token, self.image_token * n_image_tokens)
-        bos = self.tokenizer.bos_token
-        add_special = not (bos and text.startswith(bos))  # a template that writes BOS itself must not get a second
-        ids = self.tokenizer(text, add_special_tokens=add_special, return_tensors="pt")["input_ids"][0]
-        found = int((ids == self.spec.image_token_id).sum())
+        if not turns:
+            raise ValueError("a conversation needs at least one turn")
+        eos_ids = self._eos_ids()
+        eos_texts = [t for t in self.tokenizer.convert_ids_to_tokens(eos_ids) if t]
+        pieces: list[tuple[int, str]] = []  # (turn or -1 for context, text)
+        messages: list[dict] = []
+        rendered = ""
+        for k, (question, answer) in enumerate(turns):
+            if not isinstance(question, str):
+                raise TypeError(f"turn {k}: question must be a str, got {type(question).__name__}")
+            if self.image_token in question:
+                raise ValueError(f"turn {k}: question must not contain the image token {self.image_token!r}")
+            if answer is None and k != len(turns) - 1:
+                raise ValueError(f"turn {k}: only the last turn may be unanswered")
+            content = [{"type": "text", "text": question}]
+            messages.append({"role": "user", "content": [{"type": "image"}, *content] if k == 0 else content})
+            prompt = self._render(messages, add_generation_prompt=True)
+            if not prompt.startswith(rendered):
+                raise ValueError(f"chat template does not render turn {k} after the earlier turns (not incremental)")
+            context = prompt[len(rendered) :]
+            if pieces and pieces[-1][0] == -1:  # the text after the previous answer joins this context
+                pieces[-1] = (-1, pieces[-1][1] + context)
+            else:
+                pieces.append((-1, context))
+            if answer is None:
+                break
+            if not isinstance(answer, str):
+                raise TypeError(f"turn {k}: answer must be a str, got {type(answer).__name__}")
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+            rendered = self._render(messages, add_generation_prompt=False)
+            segment = rendered[len(prompt) :] if rendered.startswith(prompt) else None
+            at = -1 if segment is None else segment.find(answer)
+            if at < 0 or segment[:at].strip():
+                raise ValueError(f"chat template does not render turn {k}'s answer right after its generation prompt")
+            pieces.append((k, answer))
+            after = segment[at + len(answer) :]
+            for eos in eos_texts:
+                if after.startswith(eos):
+                    after = after[len(eos) :]
+                    break
+            if after and k < len(turns) - 1:  # after the last answer nothing is predicted: nothing to add
+                pieces.append((-1, after))
+        first = pieces[0][1]
+        if first.count(self.image_token) != 1:
+            raise ValueError(f"chat template rendered {first.count(self.image_token)} image placeholders, expected 1")
+        ids: list[torch.Tensor] = []
+        turn_of: list[torch.Tensor] = []
+        for i, (k, text) in enumerate(pieces):
+            if k < 0:
+                if i == 0:
+                    text = text.replace(self.image_token, self.image_token * n_image_tokens)
+                    bos = self.tokenizer.bos_token
+                    add_special = not (bos and text.startswith(bos))  # a template that writes BOS itself: no second
+                else:
+                    add_special = False
+                t = self.tokenizer(text, add_special_tokens=add_special, return_tensors="pt")["input_ids"][0]
+            else:
+                t = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+                t = torch.cat([t, t.new_tensor([eos_ids[0]])])
+            ids.append(t)
+            turn_of.append(torch.full_like(t, k))
+        input_ids = torch.cat(ids)
+        turn = torch.cat(turn_of)
+        found = int((input_ids == self.spec.image_token_id).sum())
         if found != n_image_tokens:
             raise RuntimeError(f"prompt has {found} image tokens after tokenization, expected {n_image_tokens}")
-        return ids
+        labels = torch.where(turn >= 0, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+        return ConversationIds(input_ids=input_ids, labels=labels, turns=turn)
 
-    def prepare_inputs(self, features, grid, image_size, question: str, answer: str | None = None) -> PreparedInputs:
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def prepare_inputs(
+        self,
+        features,
+        grid,
+        image_size,
+        question: str,
+        answer: str | None = None,
+        history: Sequence[tuple[str, str]] = (),
+    ) -> PreparedInputs:
         """Build the language model's input embeddings (and labels when ``answer`` is given, for training).
 
         Args:
@@ -195,21 +301,16 @@ class ServerHalf:
             image_size: (height, width).
             question: user text.
             answer: optional assistant answer appended after the generation prompt, followed by EOS.
+            history: earlier (question, answer) turns about the same image, rendered before ``question`` by the chat
+                template (their answers are context: not labelled).
 
         Returns:
             PreparedInputs with L = prompt length (+ answer length + 1).
         """
         image_embeds = self.image_embeddings(features, grid, image_size)  # [M, D]
-        ids = self.prompt_ids(question, image_embeds.shape[0]).to(self.device)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        if answer is not None:
-            if not isinstance(answer, str):
-                raise TypeError(f"answer must be a str, got {type(answer).__name__}")
-            ans = self.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0].to(self.device)
-            eos = self._eos_ids()[0]
-            ans = torch.cat([ans, ans.new_tensor([eos])])
-            ids = torch.cat([ids, ans])
-            labels = torch.cat([labels, ans])
+        conv = self.conversation_ids([*history, (question, answer)], image_embeds.shape[0])
+        ids = conv.input_ids.to(self.device)
+        labels = torch.where(conv.turns == len(history), conv.labels, IGNORE_INDEX).to(self.device)
         mask = ids == self.spec.image_token_id
         embeds = self.language_model.get_input_embeddings()(ids)  # [L, D]
         # Same operation as the reference's masked_scatter: image rows replace the placeholder rows in order.
