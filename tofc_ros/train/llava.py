@@ -97,13 +97,18 @@ class TrainableLlava:
         """Load a local llava-hf directory (safetensors only; never a pickle)."""
         from transformers import AutoModelForImageTextToText
 
-        from tofc_ros.backbones.loading import load_image_processor, load_tokenizer, resolve_model_dir
+        from tofc_ros.backbones.loading import load_config, load_image_processor, load_tokenizer, resolve_model_dir
 
         model_dir = resolve_model_dir(path)
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_dir, dtype=dtype, use_safetensors=True, local_files_only=True
-        ).to(device)
-        return cls(model, load_tokenizer(model_dir), load_image_processor(model_dir))
+        load_config(model_dir)  # an unsupported model type is refused by name before anything is built
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            model_dir, dtype=dtype, use_safetensors=True, local_files_only=True, output_loading_info=True
+        )
+        # from_pretrained initialises missing tensors at random and only logs it: a wrong checkpoint must not train.
+        problems = {k: sorted(v)[:5] for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        if problems:
+            raise ValueError(f"{model_dir}: checkpoint does not match its config: {problems}")
+        return cls(model.to(device), load_tokenizer(model_dir), load_image_processor(model_dir))
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write a llava-hf directory: config, model.safetensors, generation config, tokenizer, preprocessor."""

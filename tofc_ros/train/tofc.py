@@ -2,6 +2,7 @@
 
     python -m tofc_ros.train.tofc --config configs/train_easyvqa_tofc.yaml [--resume] [--set lam=0.002]
     accelerate launch -m tofc_ros.train.tofc --config ...          (GPUs; the same script)
+    torchrun --nproc_per_node 2 -m tofc_ros.train.tofc --config ... (CPU processes, gloo; or ``tofc train --processes``)
 
 Per step, for a batch of images and all their questions::
 
@@ -15,6 +16,18 @@ Per step, for a batch of images and all their questions::
 A separate optimizer trains the z-density quantiles (CompressAI's auxiliary loss); the parameter sets are asserted
 disjoint. ``sweep`` entries in the config run several (λ, n_c, …) points from one file, each in its own directory.
 
+Data (``data:``): easy-vqa, the scenes, or LLaVA's instruction format (``llava: {path, image_folder}``: multi-turn
+conversations, loss on every assistant turn given the turns before it, images of any size).
+
+Data parallelism. One optimizer step takes ``batch_images`` images (the global batch: over all processes and
+``grad_accum`` micro-batches), in the same seeded order whatever the number of processes; process r of W takes its
+own contiguous slice of each micro-step, never another's. Every term is normalised by the whole step's counts
+(answer tokens, counted by tokenization before the forward passes; images), the balance loss uses the router usage
+of the whole micro-step (all-reduced), and after the backward passes every process's gradients are summed over the
+processes (all-reduce), the auxiliary quantiles' averaged; the clipped update is then the same on every process.
+So W processes take exactly the step one process takes on the combined batch (to float rounding), and the replicas
+stay identical (checked by digest at every checkpoint and at the end). Only process 0 writes files.
+
 Outputs per run directory:
     codec.safetensors      the updated codec (``codec.weights.save_model``: safetensors + fingerprint)
     model/                 llava-hf directory with LoRA merged (``save_merged``), loadable by load_*_half
@@ -27,7 +40,10 @@ Outputs per run directory:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -35,8 +51,7 @@ from pathlib import Path
 
 import torch
 
-from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_stats
-from tofc_ros.data.easyvqa import load_split
+from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer_token_stats
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
@@ -50,9 +65,23 @@ from tofc_ros.train.common import (
 )
 from tofc_ros.train.differentiable_merge import MERGE_METHODS, merge_features
 from tofc_ros.train.llava import TrainableLlava
-from tofc_ros.train.pretrain import vision_batch
+from tofc_ros.train.pretrain import SceneDataConfig, vision_batch
 
-__all__ = ["LoraSettings", "CodecSettings", "TofcTrainConfig", "TofcTrainer", "expand_sweep", "main"]
+__all__ = [
+    "DATA_SETS",
+    "LoraSettings",
+    "CodecSettings",
+    "LlavaDataSettings",
+    "TofcTrainConfig",
+    "TofcTrainer",
+    "expand_sweep",
+    "load_train_items",
+    "micro_batches",
+    "main",
+]
+
+DATA_SETS = ("easyvqa", "scenes", "llava")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 VISION_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -86,15 +115,28 @@ class CodecSettings:
 
 
 @dataclass(frozen=True)
+class LlavaDataSettings:
+    """``llava:`` (data: llava): a LLaVA-format JSON/JSONL file (``tofc_ros.data.llava_format``)."""
+
+    path: str = ""
+    image_folder: str = ""  # the records' image paths are relative to this (default: the file's folder)
+    text_only: str = "skip"  # records without an image: skip (counted) or error
+
+
+@dataclass(frozen=True)
 class TofcTrainConfig:
-    """Algorithm 1 settings (YAML keys of configs/train_easyvqa_tofc.yaml)."""
+    """Algorithm 1 settings (YAML keys of configs/train_easyvqa_tofc.yaml, configs/train_llava_tofc.yaml)."""
 
     model: str = "models/easyvqa-tiny-ov"  # llava-hf directory (the tiny bundled model or a real checkpoint)
+    data: str = "easyvqa"  # easyvqa | scenes | llava
+    scenes: SceneDataConfig = field(default_factory=SceneDataConfig)  # data: scenes
+    llava: LlavaDataSettings = field(default_factory=LlavaDataSettings)  # data: llava
     out: str = "runs/tofc"
     name: str = ""  # run sub-directory (sweeps: filled from the sweep entry)
     seed: int = 0
     steps: int = 400
-    batch_images: int = 8
+    batch_images: int = 8  # images per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per step (each process runs batch_images / (processes · grad_accum) images)
     n_c: int = 16
     k: int = 5
     merge: str = "dpc_knn"  # dpc_knn | centres | uniform | none (ablations)
@@ -113,22 +155,80 @@ class TofcTrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     codec: CodecSettings = field(default_factory=CodecSettings)
     codec_init: str = ""  # optional codec.safetensors to start from (e.g. a run with another λ)
-    train_limit: int | None = None
+    train_limit: int | None = None  # easyvqa/scenes: first N questions; llava: first N records
     save_merged: bool = True
     bundle_dir: str = ""  # also write the merged model + codec (as tofc_codec.safetensors) here, node-ready
     checkpoint_every: int = 100
     log_every: int = 10
     threads: int = 0
-    dtype: str = "fp32"
+    dtype: str = "fp32"  # frozen weights; trainable ones (LoRA, projector, newline, codec) are always fp32
+    mixed_precision: str = "no"  # no | bf16 | fp16: autocast for the model (fp16 with a loss scaler); codec in fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward (vision tower and LLM layers)
     sweep: tuple[dict, ...] = ()  # each entry overrides keys above for one run, e.g. {name: l2e-3, lam: 0.002}
 
     def __post_init__(self):
         if self.merge not in MERGE_METHODS:
             raise ValueError(f"merge must be one of {MERGE_METHODS}, got {self.merge!r}")
-        if self.steps < 1 or self.batch_images < 1:
-            raise ValueError("steps and batch_images must be ≥ 1")
+        if self.steps < 1 or self.batch_images < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_images and grad_accum must be ≥ 1")
         if self.lam < 0:
             raise ValueError(f"lam must be ≥ 0, got {self.lam}")
+        if self.data not in DATA_SETS:
+            raise ValueError(f"data must be one of {DATA_SETS}, got {self.data!r}")
+        if self.data == "llava" and not self.llava.path:
+            raise ValueError("data: llava needs llava.path (a LLaVA-format JSON or JSONL file)")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.dtype.lower() not in ("fp32", "float32") and self.mixed_precision == "no":
+            raise ValueError(
+                f"dtype {self.dtype} keeps the frozen weights in reduced precision while the trainable ones stay fp32: "
+                f"set mixed_precision ({self.dtype} autocast)"
+            )
+
+
+def load_train_items(cfg: TofcTrainConfig) -> list:
+    """The training items of ``cfg.data`` (image_id, questions, answers, rgb(); LLaVA items are dialogues)."""
+    if cfg.data == "easyvqa":
+        from tofc_ros.data.easyvqa import load_split
+
+        return load_split("train", cfg.train_limit)
+    if cfg.data == "scenes":
+        from tofc_ros.data import scenes
+
+        return scenes.load_split("train", cfg.scenes.train_images, cfg.scenes.seed, limit=cfg.train_limit)
+    from tofc_ros.data.llava_format import load_llava
+
+    data = load_llava(
+        cfg.llava.path, cfg.llava.image_folder or None, limit=cfg.train_limit, text_only=cfg.llava.text_only
+    )
+    return data.items
+
+
+def micro_batches(indices: list[int], processes: int, rank: int, grad_accum: int) -> list[list[int]]:
+    """Process ``rank``'s micro-batches of one step's global batch: micro-step j of it takes the j-th of
+    ``grad_accum`` equal blocks, and each process its own contiguous slice of that block (disjoint, covering)."""
+    n = len(indices)
+    per = n // (processes * grad_accum)
+    if per * processes * grad_accum != n or per < 1:
+        raise ValueError(
+            f"batch_images {n} must be a positive multiple of processes × grad_accum = {processes} × {grad_accum}"
+        )
+    return [indices[(j * processes + rank) * per : (j * processes + rank + 1) * per] for j in range(grad_accum)]
+
+
+def _dist():
+    """torch.distributed when a process group is up (several processes), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place (no-op alone)."""
+    dist = _dist()
+    if dist is not None:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
 
 
 def expand_sweep(cfg: TofcTrainConfig) -> list[TofcTrainConfig]:
@@ -168,12 +268,20 @@ class TofcTrainer:
 
         self.cfg = cfg
         self.acc = accelerator
+        dist = _dist()
+        self.processes = dist.get_world_size() if dist is not None else 1
+        self.rank = dist.get_rank() if dist is not None else 0
+        micro_batches(list(range(cfg.batch_images)), self.processes, 0, cfg.grad_accum)  # divisible: fail early
         self.run_dir = Path(cfg.out) / cfg.name if cfg.name else Path(cfg.out)
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
         device = str(accelerator.device) if accelerator is not None else "cpu"
+        self.device = torch.device(device)
         self.llava = TrainableLlava.from_pretrained(cfg.model, dtype=parse_dtype(cfg.dtype), device=device)
         self._apply_lora()
+        if cfg.gradient_checkpointing:
+            # Non-reentrant: LoRA layers inside frozen blocks get gradients without inputs that require them.
+            self.llava.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         d = self.llava.spec.vision_dim
         c = cfg.codec
         hcfg = HyperpriorConfig(
@@ -203,6 +311,9 @@ class TofcTrainer:
         aux_ids = {id(p) for p in aux}
         codec_main = [p for p in self.codec.parameters() if id(p) not in aux_ids]
         model_params = [p for p in self.llava.parameters() if p.requires_grad]
+        for p in model_params:  # master weights in fp32 whatever the frozen weights' dtype (autocast computes)
+            if p.dtype != torch.float32:
+                p.data = p.data.float()
         main_ids = {id(p) for p in codec_main + model_params}
         if main_ids & aux_ids:
             raise RuntimeError("main and auxiliary parameter sets overlap")
@@ -213,15 +324,26 @@ class TofcTrainer:
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
         self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.model_params, self.codec_main, self.aux_params = model_params, codec_main, aux
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.mixed_precision == "fp16")
         self.pixels = PixelPath(self.llava.device_half)
         self.prompts = PromptCache(self.llava.server)
-        self.train = load_split("train", cfg.train_limit)
+        self.train = load_train_items(cfg)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.order: list[int] = []
         self.step = 0
-        if accelerator is not None:
-            # Only the optimizers are wrapped: the batch is built per process from its own image slice.
-            self.opt, self.aux_opt = accelerator.prepare(self.opt, self.aux_opt)
+        self._broadcast_parameters()
+
+    def _replicated(self) -> list[torch.nn.Parameter]:
+        """Everything the processes must hold identically: trainable model parameters and all codec parameters."""
+        return self.model_params + self.codec_main + self.aux_params
+
+    def _broadcast_parameters(self) -> None:
+        """Process 0's initial values everywhere (seeded init is the same anyway; this makes it a guarantee)."""
+        dist = _dist()
+        if dist is not None:
+            with torch.no_grad():
+                for p in self._replicated():
+                    dist.broadcast(p.data, src=0)
 
     # ------------------------------------------------------------------------------------------------- set-up
     def _apply_lora(self) -> None:
@@ -261,45 +383,122 @@ class TofcTrainer:
         """Router temperature at ``step`` (exponential decay)."""
         return exp_temperature(self.step if step is None else step, self.cfg.steps, self.cfg.t_start, self.cfg.t_end)
 
-    def _next_batch(self):
+    def _global_batch(self) -> list[int]:
+        """The next step's image indices (the same on every process: one seeded order)."""
         cfg = self.cfg
         while len(self.order) < cfg.batch_images:
             self.order += torch.randperm(len(self.train), generator=self.gen).tolist()
         idx = self.order[: cfg.batch_images]
         del self.order[: cfg.batch_images]
-        if self.acc is not None and self.acc.num_processes > 1:
-            idx = idx[self.acc.process_index :: self.acc.num_processes]
-        return [self.train[i] for i in idx]
+        return idx
 
-    def loss_terms(self, batch, temperature: float) -> dict:
-        """D, R (bits per image, mean), L_balance and the total for one batch (differentiable)."""
+    def _next_batch(self):
+        """This process's images of the next step (all micro-batches)."""
+        idx = self._global_batch()
+        mine = micro_batches(idx, self.processes, self.rank, self.cfg.grad_accum)
+        return [self.train[i] for mb in mine for i in mb]
+
+    def _autocast(self):
+        mp = self.cfg.mixed_precision
+        if mp == "no":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+
+    def _scored_tokens(self, items) -> int:
+        return sum(self.prompts.scored_tokens(it.questions, it.answers, getattr(it, "dialogue", False)) for it in items)
+
+    def loss_terms(self, batch, temperature: float, norm: dict | None = None) -> dict:
+        """D, R (bits per image, mean), L_balance and the total for one (micro-)batch (differentiable).
+
+        Args:
+            batch: items (image_id, questions, answers, rgb(); ``dialogue`` items are one conversation each).
+            temperature: router temperature.
+            norm: the whole step's counts over all processes and micro-batches: ``tokens`` (scored answer tokens),
+                ``images``, ``micro`` (micro-steps), ``full_tokens``; None: this batch's own (one process, one
+                micro-batch). ``loss`` is this batch's share of the step's loss, so the shares' gradients add up.
+
+        Returns:
+            ``loss`` (the share), and this batch's own D (mean CE per answer token), R (mean bits per image),
+            balance, acc (greedy exact match), plus the sums the step aggregates (keys starting with "_").
+        """
         cfg = self.cfg
         server = self.llava.server
+        dialogue = [bool(getattr(b, "dialogue", False)) for b in batch]
+        share = not cfg.gradient_checkpointing  # checkpointed layers drop the KV cache that prefix sharing needs
         feats = vision_batch(self.llava, self.pixels, batch)
         merged = [merge_features(f, cfg.n_c, cfg.merge, cfg.k) for f, _, _ in feats]
         sizes = [m.shape[0] * m.shape[1] for m in merged]
-        out = self.codec(torch.cat([m.reshape(-1, m.shape[-1]) for m in merged]), temperature=temperature)
+        with torch.autocast(self.device.type, enabled=False):  # the entropy model's likelihoods stay in fp32
+            flat = torch.cat([m.reshape(-1, m.shape[-1]) for m in merged]).float()
+            out = self.codec(flat, temperature=temperature)
         x_hat = torch.split(out["x_hat"], sizes)
         bits = torch.stack([b.sum() for b in torch.split(out["bits"], sizes)])  # [B] bits per image
         embeds = [server.image_embeddings(xh.reshape(m.shape), g, s) for xh, m, (_, g, s) in zip(x_hat, merged, feats)]
-        scores = answer_logits(server, self.prompts, embeds, [b.questions for b in batch], [b.answers for b in batch])
-        distortion, ok = answer_stats(scores)
-        rate = bits.mean()
-        total = distortion + cfg.lam * rate + cfg.balance_weight * out["balance_loss"]
-        terms = {"loss": total, "D": distortion, "R": rate, "balance": out["balance_loss"], "acc": ok.float().mean()}
-        if cfg.full_feature_images > 0:
-            n = min(cfg.full_feature_images, len(batch))
-            full = [server.image_embeddings(f, g, s) for f, g, s in feats[:n]]
+        questions, answers = [b.questions for b in batch], [b.answers for b in batch]
+        scores = answer_logits(server, self.prompts, embeds, questions, answers, dialogue=dialogue, share_prefix=share)
+        ce_sum, n_tok, ok = answer_token_stats(scores)
+        n_full_img = min(cfg.full_feature_images, len(batch))
+        if norm is None:
+            full_tok = self._scored_tokens(batch[:n_full_img]) if n_full_img else 0
+            norm = {"tokens": n_tok, "images": len(batch), "micro": 1, "full_tokens": full_tok, "local": True}
+        balance, balance_share = self._balance(out, norm)
+        rate_sum = bits.sum()
+        share_loss = ce_sum / norm["tokens"] + cfg.lam * rate_sum / norm["images"] + cfg.balance_weight * balance_share
+        terms = {
+            "D": ce_sum / max(n_tok, 1),
+            "R": bits.mean(),
+            "balance": balance,
+            "acc": ok.float().mean(),
+            "_ce": ce_sum.detach(),
+            "_tokens": n_tok,
+            "_bits": rate_sum.detach(),
+            "_images": len(batch),
+            "_hits": int(ok.sum()),
+            "_questions": int(ok.numel()),
+        }
+        if n_full_img:
+            full = [server.image_embeddings(f, g, s) for f, g, s in feats[:n_full_img]]
             sc = answer_logits(
-                server, self.prompts, full, [b.questions for b in batch[:n]], [b.answers for b in batch[:n]]
+                server,
+                self.prompts,
+                full,
+                questions[:n_full_img],
+                answers[:n_full_img],
+                dialogue=dialogue[:n_full_img],
+                share_prefix=share,
             )
-            d_full, _ = answer_stats(sc)
-            terms["D_full"] = d_full
-            terms["loss"] = total + d_full
+            full_ce, full_n, _ = answer_token_stats(sc)
+            terms["D_full"] = full_ce / max(full_n, 1)
+            terms["_full_ce"], terms["_full_tokens"] = full_ce.detach(), full_n
+            share_loss = share_loss + full_ce / norm["full_tokens"]
+        terms["loss"] = share_loss
         return terms
 
+    def _balance(self, out: dict, norm: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_balance of the micro-step, this process's share of it for the loss).
+
+        Alone, the codec's own balance loss. With several processes, the router usage P_e is that of the whole
+        micro-step (all processes' merged features, all-reduced); each process's share is a surrogate with exactly
+        its part of the gradient, dL/dp = 2·n_e·(P_e − 1/n_e)/M for each of its M_r routing rows.
+        """
+        dist = _dist()
+        if dist is None or norm.get("local"):
+            return out["balance_loss"], out["balance_loss"] / norm["micro"]
+        probs = out["weights"]  # [M_r, E]: the softmax in training mode
+        n_e = probs.shape[1]
+        stats = torch.cat([probs.sum(0).detach().double(), probs.new_tensor([probs.shape[0]], dtype=torch.float64)])
+        _all_sum(stats)
+        usage = (stats[:n_e] / stats[n_e]).to(probs.dtype)  # P_e over the micro-step
+        balance = n_e * ((usage - 1.0 / n_e) ** 2).sum()
+        grad = (2.0 * n_e * (usage - 1.0 / n_e) / stats[n_e].to(probs.dtype)).detach()
+        return balance, (probs.sum(0) * grad).sum() / norm["micro"]
+
     def train_step(self) -> dict:
-        """One optimisation step (main + auxiliary optimizer). Returns the loss terms as floats."""
+        """One optimisation step (main + auxiliary optimizer) over the global batch. Returns the step's terms.
+
+        D is the cross-entropy per answer token and R the bits per image over the whole step (all processes and
+        micro-batches), balance the mean over micro-steps, acc the greedy exact match of its questions.
+        """
         cfg = self.cfg
         self.llava.model.train()
         self.codec.train()
@@ -307,22 +506,100 @@ class TofcTrainer:
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * lr_scale
         temp = self.temperature()
-        terms = self.loss_terms(self._next_batch(), temp)
+        idx = self._global_batch()
+        mine = [[self.train[i] for i in mb] for mb in micro_batches(idx, self.processes, self.rank, cfg.grad_accum)]
+        # The step's normalisers, before any forward pass: answer tokens by tokenization, summed over processes.
+        n_full = min(cfg.full_feature_images, len(mine[0]))
+        counts = torch.tensor(
+            [sum(self._scored_tokens(mb) for mb in mine), sum(self._scored_tokens(mb[:n_full]) for mb in mine)],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        _all_sum(counts)
+        norm = {"tokens": float(counts[0]), "images": len(idx), "micro": cfg.grad_accum}
+        norm["full_tokens"] = max(float(counts[1]), 1.0)
         self.opt.zero_grad(set_to_none=True)
-        if self.acc is not None:
-            self.acc.backward(terms["loss"])
-        else:
-            terms["loss"].backward()
+        sums = torch.zeros(
+            9, dtype=torch.float64
+        )  # ce, tokens, bits, images, hits, questions, balance, full ce, full n
+        for mb in mine:
+            with self._autocast():
+                terms = self.loss_terms(mb, temp, norm)
+            self.scaler.scale(terms["loss"]).backward()
+            sums += torch.tensor(
+                [
+                    float(terms["_ce"]),
+                    terms["_tokens"],
+                    float(terms["_bits"]),
+                    terms["_images"],
+                    terms["_hits"],
+                    terms["_questions"],
+                    float(terms["balance"].detach()) / (self.processes * cfg.grad_accum),
+                    float(terms.get("_full_ce", 0.0)),
+                    terms.get("_full_tokens", 0),
+                ],
+                dtype=torch.float64,
+            )
+        self._sum_gradients(self.model_params + self.codec_main)
+        self.scaler.unscale_(self.opt)
         torch.nn.utils.clip_grad_norm_(self.model_params + self.codec_main, cfg.grad_clip)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.aux_opt.zero_grad(set_to_none=True)
         aux = self.codec.aux_loss()
         aux.backward()
+        self._sum_gradients(self.aux_params, average=True)  # every process computed the same aux loss
         self.aux_opt.step()
         self.step += 1
-        rec = {k: float(v.detach()) for k, v in terms.items()}
+        sums = _all_sum(sums.to(self.device)).cpu()
+        ce, tokens, bits, images, hits, questions, balance, full_ce, full_n = sums.tolist()
+        rec = {
+            "D": ce / max(tokens, 1),
+            "R": bits / max(images, 1),
+            "balance": balance,
+            "acc": hits / max(questions, 1),
+        }
+        rec["loss"] = rec["D"] + cfg.lam * rec["R"] + cfg.balance_weight * balance
+        if full_n:
+            rec["D_full"] = full_ce / full_n
+            rec["loss"] += rec["D_full"]
         rec.update(aux=float(aux.detach()), T=temp, lr=cfg.lr * lr_scale)
         return rec
+
+    def _sum_gradients(self, params: list[torch.nn.Parameter], average: bool = False) -> None:
+        """All-reduce the gradients of ``params`` over the processes (one flat buffer; a missing grad counts as 0)."""
+        dist = _dist()
+        if dist is None or not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        if average:
+            flat /= self.processes
+        pos = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[pos : pos + n].view_as(g).to(g.dtype)
+            pos += n
+
+    def replica_digest(self) -> str:
+        """Hash of every replicated parameter's bytes (trainable model parameters, codec incl. quantiles)."""
+        h = hashlib.blake2b(digest_size=16)
+        for p in self._replicated():
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def check_replicas(self) -> dict:
+        """Every process's digest; raises if the replicas differ (a data-parallel step that was not one)."""
+        digest = self.replica_digest()
+        dist = _dist()
+        if dist is None:
+            return {"processes": 1, "identical": True, "digests": [digest]}
+        digests: list = [None] * self.processes
+        dist.all_gather_object(digests, digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the {self.processes} processes' parameters diverged at step {self.step}: {digests}")
+        return {"processes": self.processes, "identical": True, "digests": digests}
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -371,6 +648,7 @@ class TofcTrainer:
             "step": self.step,
             "order": self.order,
             "optimizer_scalars": opt_meta,
+            "scaler": self.scaler.state_dict(),
             "config": config_to_dict(self.cfg),
         }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
@@ -408,6 +686,8 @@ class TofcTrainer:
                             st[key] = state["optimizer_scalars"][tname]
                     if st:
                         opt.state[p] = st
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(tensors["rng|torch"])
         self.gen.set_state(tensors["rng|data"])
         self.order = list(state["order"])
@@ -467,7 +747,7 @@ class TofcTrainer:
         if not resumed:
             (self.run_dir / "log.jsonl").unlink(missing_ok=True)
         log = JsonlLog(self.run_dir / "log.jsonl")
-        is_main = self.acc is None or self.acc.is_main_process
+        is_main = self.rank == 0
         bar = None
         if progress and is_main:
             from tqdm import tqdm
@@ -481,8 +761,10 @@ class TofcTrainer:
                 bar.set_postfix(D=f"{rec['D']:.3f}", R=f"{rec['R']:.0f}", T=f"{rec['T']:.2f}")
             if is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 log.write(step=self.step, **rec, elapsed_s=timer() - t0)
-            if is_main and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                self.save_checkpoint()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.check_replicas()  # every process takes part; only process 0 writes
+                if is_main:
+                    self.save_checkpoint()
         if bar is not None:
             bar.close()
         train_s = timer() - t0
@@ -491,6 +773,8 @@ class TofcTrainer:
             "steps": self.step,
             "train_seconds": round(train_s, 1),
             "resumed": resumed,
+            "processes": self.processes,
+            "replicas": self.check_replicas(),
         }
         if is_main:
             self.save_checkpoint()
@@ -519,27 +803,44 @@ def bundle(run_dir: str | Path, bundle_dir: str | Path) -> Path:
     return dst
 
 
+def make_accelerator():
+    """An ``accelerate.Accelerator`` for this process: CUDA when present, else CPU processes over gloo.
+
+    Under torchrun on a machine without CUDA, accelerate falls back to one independent process each unless told to
+    use the CPU, which would train unsynchronised replicas: ``cpu=True`` there, and a check that it sees them all.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"launched {launched} processes but accelerate sees {accelerator.num_processes}")
+    return accelerator
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: one run, or every entry of ``sweep`` in turn."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tofc train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (keys of TofcTrainConfig)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--resume", action="store_true", help="continue from each run's checkpoint/ if present")
     parser.add_argument("--only", default="", help="run only the sweep entry with this name")
-    parser.add_argument("--accelerate", action="store_true", help="use accelerate (GPUs, multi-process)")
+    parser.add_argument(
+        "--accelerate", action="store_true", help="use accelerate (implied under accelerate launch / torchrun)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(TofcTrainConfig, args.config, args.set)
+    runs = [r for r in expand_sweep(cfg) if not args.only or r.name == args.only]
+    if args.only and not runs:
+        raise ValueError(f"no sweep entry named {args.only!r} in {args.config}")
     accelerator = None
-    if args.accelerate:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
-    for run in expand_sweep(cfg):
-        if args.only and run.name != args.only:
-            continue
+    if args.accelerate or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        accelerator = make_accelerator()
+    for run in runs:
         summary = TofcTrainer(run, accelerator).run(resume=args.resume, progress=not args.no_progress)
-        print(json.dumps({k: summary.get(k) for k in ("steps", "train_seconds", "files")}))
+        if accelerator is None or accelerator.is_main_process:
+            print(json.dumps({k: summary.get(k) for k in ("steps", "train_seconds", "processes", "files")}))
     return 0
 
 
