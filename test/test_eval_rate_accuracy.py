@@ -54,3 +54,29 @@ def test_points_send_real_payloads(tmp_path):
     assert 0 < jpeg.bytes_per_image < 64 * 64 * 3
     for r in (raw, merged, jpeg):
         assert r.questions == 6 and 0.0 <= r.accuracy <= 1.0 and math.isfinite(r.server_ms_per_image)
+
+
+def test_bundled_model_on_the_committed_tsv_and_llava_json(tmp_path):
+    """Benchmark files through the deployed path: the bundled easy-vqa model answers the TSV's easy-vqa questions
+    (multiple choice by option text, yes/no) through TOFC at n_c = 16, and scores a LLaVA-format conversation file
+    the same way by generation and by teacher forcing."""
+    from tofc_ros.data import convert
+    from tofc_ros.eval.rate_accuracy import load_eval_file
+
+    model = "models/easyvqa-tiny-ov"
+    point = Point("tofc", "tofc", "features", f"{model}/tofc_codec.safetensors", model, n_c=16)
+    items = load_eval_file("test/fixtures/bench_mini.tsv", prompt_style="question")
+    preds: list = []
+    r = evaluate_point(point, items, metric="generate", predictions=preds)
+    assert r.questions == len(preds) == 73 and r.metric == "generate"
+    easy = [v for k, v in r.categories.items() if k.startswith("easyvqa/")]
+    assert sum(ok for ok, _ in easy) / sum(n for _, n in easy) >= 0.9, r.categories
+    assert {p["kind"] for p in preds} == {"choice", "yesno", "exact"}
+
+    path = convert.to_llava(load_split("test", 30), tmp_path, source="easyvqa", max_turns=3)
+    conv = load_eval_file(str(path), limit=20)
+    assert sum(len(i.questions) for i in conv) == 20 and all(i.dialogue for i in conv)
+    gen = evaluate_point(point, conv, metric="generate")
+    forced = evaluate_point(point, conv, metric="teacher-forced")
+    assert gen.questions == forced.questions == 20
+    assert abs(gen.accuracy - forced.accuracy) <= 0.1  # normalised vs token-exact match of one-word answers

@@ -44,9 +44,11 @@ class Deployment:
 
     Args:
         points: the points that will run (their TOFC codecs are loaded into each backbone's decoder).
+        options: the answerer's generation options (``backbones.GenerationOptions``; None: its defaults).
     """
 
-    def __init__(self, points: list[Point] = ()):
+    def __init__(self, points: list[Point] = (), options=None):
+        self.options = options
         self._halves: dict[str, tuple] = {}
         self._servers: dict[str, tuple] = {}
         self._codecs: dict[tuple, object] = {}
@@ -81,7 +83,7 @@ class Deployment:
             codecs = [load_codec(c) for c in dict.fromkeys(self._learned.get(model, []))]
             self._servers[model] = (
                 FrameDecoder(codecs, srv.spec, srv.fingerprint, accept_images=True),
-                ModelAnswerer(srv),
+                ModelAnswerer(srv, self.options),
             )
         return self._servers[model]
 

@@ -1,21 +1,30 @@
-"""Rate–accuracy on the easy-vqa test split: TOFC against merging only, raw/zstd features and JPEG/WebP images.
+"""Rate–accuracy on a test set: TOFC against merging only, raw/zstd features and JPEG/WebP images.
 
     python -m tofc_ros.eval.rate_accuracy --model models/easyvqa-tiny-ov \
         --tofc models/easyvqa-tiny-ov/tofc_codec.safetensors:16 --tofc runs/tofc/nc8_lam0.004 \
         --jpeg 5,10,25,50,90 --webp 1,5,10,25,50,90 --merge 8,16,32 --out bench/results/rate_accuracy
+    tofc eval --model M --tofc runs/llava-tofc/nc16_lam0.01 --data-file MMBench_DEV_EN.tsv --jpeg 10,50 --webp ''
+    tofc eval --model M --tofc RUN --data-file my_eval.json --image-folder /data/images        (LLaVA-format JSON)
+
+Test sets: easy-vqa's or the scenes' test split (``--data``), or a file other tools use (``--data-file``): a VLMEvalKit
+TSV benchmark (multiple choice scored by option letter, yes/no and short answers by normalised exact match, per
+``category``) or LLaVA-format JSON/JSONL (each turn asked with the reference turns before it; yes/no and normalised
+exact match; the record's ``category``). Accuracy is reported overall and per category.
 
 Every point runs the deployed objects: the ``FeatureEncoder`` / ``ImageEncoder`` the device node runs makes the
 payload (bytes = the whole self-describing container), the ``FrameDecoder`` the server node runs validates and
 decodes it, and the server's ``ModelAnswerer`` scores it. Image points send the JPEG/WebP payload; the answerer runs
 the vision tower on the server (``load_vision``), as the server node does.
 
-Accuracy is the exact-match accuracy of greedy generation, computed by ``ModelAnswerer.score`` from teacher-forced
-logits: greedy decoding returns the reference iff every reference token (and the EOS) is the argmax given the
-reference prefix (its agreement with ``ModelAnswerer.answer`` is tested). That scores all of an image's questions in
-one pass over the image instead of one ``generate`` per question.
+Metrics. "teacher-forced" (easy-vqa and scenes by default): the exact-match accuracy of greedy generation, computed
+by ``ModelAnswerer.score`` from teacher-forced logits: greedy decoding returns the reference iff every reference token
+(and the EOS) is the argmax given the reference prefix (its agreement with ``ModelAnswerer.answer`` is tested). That
+scores all of an image's questions in one pass over the image instead of one ``generate`` per question. "generate"
+(data files by default): the deployed ``ModelAnswerer.answer_batch`` generates each answer (greedy, at most
+``--max-new-tokens``) and the benchmark's rule scores it; every prediction is kept in predictions/<point>.jsonl.
 
-Outputs in ``--out``: results.json (every point: bytes per image, accuracy, questions, timings), table.md and
-rate_accuracy.png (log-scale bytes per image against accuracy).
+Outputs in ``--out``: results.json (every point: bytes per image, accuracy, per-category accuracy, questions,
+timings), table.md (with a per-category table) and rate_accuracy.png (log-scale bytes per image against accuracy).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +43,20 @@ from tofc_ros.data import easyvqa, scenes
 from tofc_ros.data.easyvqa import VQAImage
 from tofc_ros.eval.deployment import Deployment, Point
 
-__all__ = ["Point", "PointResult", "evaluate_point", "run", "bytes_at_accuracy", "main"]
+__all__ = [
+    "METRICS",
+    "Point",
+    "PointResult",
+    "QuestionSpec",
+    "evaluate_point",
+    "question_specs",
+    "load_eval_file",
+    "run",
+    "bytes_at_accuracy",
+    "main",
+]
+
+METRICS = ("teacher-forced", "generate")
 
 
 @dataclass
@@ -53,6 +75,63 @@ class PointResult:
     model: str
     device_ms_per_image: float
     server_ms_per_image: float
+    categories: dict = field(default_factory=dict)  # category -> [correct, questions]
+    metric: str = "teacher-forced"
+
+
+@dataclass(frozen=True)
+class QuestionSpec:
+    """One question as a benchmark asks and scores it."""
+
+    question: str
+    answer: str
+    kind: str = "exact"  # vlmevalkit.KINDS
+    options: dict = field(default_factory=dict)
+    category: str = "all"
+    history: tuple[tuple[str, str], ...] = ()
+
+
+def question_specs(item) -> list[QuestionSpec]:
+    """The questions of any item (easy-vqa, scenes, TSV, LLaVA): kind, options, category and dialogue history."""
+    from tofc_ros.data.convert import question_type
+    from tofc_ros.data.vlmevalkit import question_kind
+
+    qs, ans = item.questions, item.answers
+    kinds = getattr(item, "kinds", None) or tuple(question_kind(a, {}) for a in ans)
+    options = getattr(item, "options", None) or ({},) * len(qs)
+    categories = getattr(item, "categories", None)
+    if not categories:
+        categories = tuple(question_type(item, k) for k in range(len(qs)))
+    dialogue = getattr(item, "dialogue", False)
+    return [
+        QuestionSpec(q, a, kinds[k], options[k], categories[k], tuple(zip(qs[:k], ans[:k])) if dialogue else ())
+        for k, (q, a) in enumerate(zip(qs, ans))
+    ]
+
+
+def _generate_and_score(answerer, frames, chunk, predictions: list | None) -> list[tuple[str, bool]]:
+    """(category, correct) of every question: generated by the deployed answerer, scored by the benchmark's rule."""
+    from tofc_ros.data.vlmevalkit import score_prediction
+    from tofc_ros.pipeline.answerer import AnswerTask
+
+    tasks, specs, ids = [], [], []
+    for frame, item in zip(frames, chunk):
+        for k, spec in enumerate(question_specs(item)):
+            tasks.append(AnswerTask(frame, spec.question, history=spec.history))
+            specs.append(spec)
+            ids.append((str(item.image_id), k))
+    out = []
+    for spec, got, (image_id, k) in zip(specs, answerer.answer_batch(tasks), ids):
+        if isinstance(got, Exception):
+            raise got
+        ok = score_prediction(spec.kind, got.text, spec.answer, spec.options)
+        out.append((spec.category, ok))
+        if predictions is not None:
+            predictions.append(
+                {"image": image_id, "turn": k, "question": spec.question, "answer": spec.answer,
+                 "prediction": got.text, "kind": spec.kind, "category": spec.category, "correct": ok}
+            )  # fmt: skip
+    return out
 
 
 @torch.inference_mode()
@@ -62,13 +141,22 @@ def evaluate_point(
     deployment: Deployment | None = None,
     batch_images: int = 16,
     progress: bool = False,
+    metric: str = "teacher-forced",
+    predictions: list | None = None,
 ) -> PointResult:
-    """Run one point over the images: the device's encoder, the server's decoder and answerer."""
+    """Run one point over the images: the device's encoder, the server's decoder and answerer.
+
+    ``metric``: "teacher-forced" (greedy exact match from teacher-forced logits) or "generate" (each answer generated
+    and scored by its benchmark's rule); ``predictions``: a list that receives every generated answer.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     deployment = deployment or Deployment([point])
     encoder = deployment.encoder(point)
     decoder, answerer = deployment.server(point.model)
     total_bytes = correct = questions = 0
     device_s = server_s = 0.0
+    per_category: dict[str, list[int]] = {}
     rng = range(0, len(items), batch_images)
     if progress:
         from tqdm import tqdm
@@ -87,10 +175,20 @@ def evaluate_point(
             server_s += time.perf_counter() - t1
             total_bytes += len(payload)
         t2 = time.perf_counter()
-        hits = answerer.score(frames, [c.questions for c in chunk], [c.answers for c in chunk])
+        if metric == "generate":
+            scored = _generate_and_score(answerer, frames, chunk, predictions)
+        else:
+            dialogue = [bool(getattr(c, "dialogue", False)) for c in chunk]
+            hits = answerer.score(frames, [c.questions for c in chunk], [c.answers for c in chunk], dialogue)
+            cats = [spec.category for c in chunk for spec in question_specs(c)]
+            scored = list(zip(cats, [h for row in hits for h in row]))
         server_s += time.perf_counter() - t2
-        correct += sum(sum(row) for row in hits)
-        questions += sum(len(row) for row in hits)
+        for cat, ok in scored:
+            row = per_category.setdefault(cat, [0, 0])
+            row[0] += int(ok)
+            row[1] += 1
+        correct += sum(ok for _, ok in scored)
+        questions += len(scored)
     n = max(len(items), 1)
     return PointResult(
         point.name,
@@ -105,6 +203,8 @@ def evaluate_point(
         point.model,
         1e3 * device_s / n,
         1e3 * server_s / n,
+        dict(sorted(per_category.items())),
+        metric,
     )
 
 
@@ -141,6 +241,21 @@ def _table(results: list[PointResult]) -> str:
             f"| {r.name} | {r.family} | {r.n_c or '–'} | {r.bytes_per_image:,.1f} | "
             f"{100 * r.accuracy:.2f} % | {r.questions} |"
         )
+    return "\n".join(lines)
+
+
+def _category_table(results: list[PointResult]) -> str:
+    """Accuracy per category (columns) for every point (rows)."""
+    cats = sorted({c for r in results for c in r.categories})
+    if len(cats) < 2:
+        return ""
+    lines = ["| point | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for r in sorted(results, key=lambda r: (r.family, r.bytes_per_image)):
+        cells = []
+        for c in cats:
+            ok, n = r.categories.get(c, (0, 0))
+            cells.append(f"{100 * ok / n:.1f} % ({n})" if n else "–")
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -228,6 +343,32 @@ def test_items(
     return scenes.load_split("test", images, limit=limit, sizes=sizes)
 
 
+def load_eval_file(path: str, image_folder: str | None = None, limit: int | None = None, prompt_style="vlmevalkit"):
+    """Items of a VLMEvalKit TSV (``.tsv``) or a LLaVA-format JSON/JSONL file (first ``limit`` questions)."""
+    p = Path(path)
+    if p.suffix.lower() == ".tsv":
+        from tofc_ros.data.vlmevalkit import load_tsv
+
+        return load_tsv(p, limit=limit, prompt_style=prompt_style)
+    if p.suffix.lower() not in (".json", ".jsonl"):
+        raise ValueError(f"{path}: --data-file must be a VLMEvalKit .tsv or a LLaVA-format .json/.jsonl")
+    from dataclasses import replace
+
+    from tofc_ros.data.llava_format import load_llava
+
+    items = load_llava(p, image_folder).items
+    if limit is None:
+        return items
+    out, left = [], limit
+    for it in items:
+        keep = min(left, len(it.questions))
+        out.append(replace(it, questions=it.questions[:keep], answers=it.answers[:keep]))
+        left -= keep
+        if left <= 0:
+            break
+    return out
+
+
 def run(
     points: list[Point],
     limit: int | None,
@@ -236,14 +377,21 @@ def run(
     title: str = "easy-vqa test",
     include: list[Path] = (),
     items: list | None = None,
+    metric: str = "teacher-forced",
+    max_new_tokens: int = 16,
+    batch_images: int = 16,
 ) -> dict:
     """Evaluate the points and write results.json, table.md and rate_accuracy.png.
 
     ``include``: earlier output directories whose results (same split and limit) join this table and plot.
     ``items``: the test items (default: easy-vqa's test split, first ``limit`` questions).
+    ``metric``: see the module docstring; with "generate", predictions/<point>.jsonl holds every answer.
     """
+    from tofc_ros.backbones import GenerationOptions
+
     items = test_items("easyvqa", limit) if items is None else items
-    deployment = Deployment(points)
+    deployment = Deployment(points, GenerationOptions(max_new_tokens=max_new_tokens))
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for prev in include:
         old = json.loads((Path(prev) / "results.json").read_text(encoding="utf-8"))
@@ -251,9 +399,16 @@ def run(
             raise ValueError(f"{prev} was measured with limit {old['limit']}, not {limit}")
         results += [PointResult(**r) for r in old["results"]]
     t0 = time.perf_counter()
-    for p in points:
-        r = evaluate_point(p, items, deployment, progress=progress)
+    for k, p in enumerate(points):
+        preds: list | None = [] if metric == "generate" else None
+        r = evaluate_point(p, items, deployment, batch_images, progress, metric, preds)
         results.append(r)
+        if preds is not None:
+            pred_dir = out_dir / "predictions"
+            pred_dir.mkdir(exist_ok=True)
+            name = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in p.name)
+            lines = "".join(json.dumps(x) + "\n" for x in preds)
+            (pred_dir / f"{k:02d}_{name}.jsonl").write_text(lines, encoding="utf-8")
         if progress:
             print(f"{r.name:32s} {r.bytes_per_image:12,.1f} B  {100 * r.accuracy:6.2f} %", flush=True)
     comparisons = {}
@@ -269,27 +424,31 @@ def run(
             row["raw_fp16_over_tofc"] = raw.bytes_per_image / r.bytes_per_image
             row["accuracy_drop_vs_raw_points"] = 100 * (raw.accuracy - r.accuracy)
         comparisons[r.name] = row
-    out_dir.mkdir(parents=True, exist_ok=True)
     data = {
         "split": "test",
+        "metric": metric,
         "limit": limit,
         "images": len(items),
         "questions": sum(len(it.questions) for it in items),
-        "metric": "greedy exact match (teacher-forced argmax of every answer token and EOS)",
+        "metric_detail": "greedy exact match (teacher-forced argmax of every answer token and EOS)"
+        if metric == "teacher-forced"
+        else "greedy generation scored by the benchmark's rule (option letter, yes/no, normalised exact match)",
         "seconds": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(),
         "results": [asdict(r) for r in results],
         "comparisons": comparisons,
     }
     (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "table.md").write_text(_table(results) + "\n", encoding="utf-8")
+    by_category = _category_table(results)
+    table = _table(results) + ("\n\nAccuracy per category (questions):\n\n" + by_category if by_category else "")
+    (out_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     _plot(results, out_dir / "rate_accuracy.png", f"{title} ({sum(len(it.questions) for it in items)} questions)")
     return data
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="tofc eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="models/easyvqa-tiny-ov", help="llava-hf directory for the baselines")
     ap.add_argument(
         "--tofc",
@@ -303,6 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jpeg", default="5,10,25,50,90", help="JPEG qualities")
     ap.add_argument("--webp", default="1,5,10,25,50,90", help="WebP qualities")
     ap.add_argument("--data", choices=("easyvqa", "scenes"), default="easyvqa", help="test split of which data set")
+    ap.add_argument("--data-file", default=None, help="a VLMEvalKit .tsv or LLaVA-format .json/.jsonl test file")
+    ap.add_argument("--image-folder", default=None, help="LLaVA JSON: image folder (default: the file's folder)")
+    ap.add_argument(
+        "--prompt-style", choices=("vlmevalkit", "llava", "question"), default="vlmevalkit", help="TSV prompts"
+    )
+    ap.add_argument("--metric", choices=("auto", *METRICS), default="auto", help="auto: generate for --data-file")
+    ap.add_argument("--max-new-tokens", type=int, default=16, help="generate: answer length limit")
+    ap.add_argument("--batch-images", type=int, default=16, help="images per answering batch")
     ap.add_argument("--size", default=None, help="scenes: one frame size WxH (e.g. 1280x720); default both sizes")
     ap.add_argument("--images", type=int, default=None, help="scenes: how many test scenes (default 1000)")
     ap.add_argument("--limit", type=int, default=None, help="first N test questions (image-major)")
@@ -313,16 +480,27 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    items = test_items(args.data, args.limit, args.size, args.images)
-    title = "easy-vqa test" if args.data == "easyvqa" else f"scenes test{' ' + args.size if args.size else ''}"
+    if args.data_file:
+        items = load_eval_file(args.data_file, args.image_folder, args.limit, args.prompt_style)
+        title = Path(args.data_file).name
+    else:
+        items = test_items(args.data, args.limit, args.size, args.images)
+        title = "easy-vqa test" if args.data == "easyvqa" else f"scenes test{' ' + args.size if args.size else ''}"
+    metric = args.metric if args.metric != "auto" else ("generate" if args.data_file else "teacher-forced")
+    points = build_points(args)
+    if not points:
+        raise ValueError("no operating points: give --tofc, --merge, --jpeg, --webp or leave --raw on")
     data = run(
-        build_points(args),
+        points,
         args.limit,
         Path(args.out),
         progress=not args.no_progress,
         title=title,
         include=[Path(p) for p in args.include],
         items=items,
+        metric=metric,
+        max_new_tokens=args.max_new_tokens,
+        batch_images=args.batch_images,
     )
     print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
     print(json.dumps(data["comparisons"], indent=2))

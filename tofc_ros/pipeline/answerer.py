@@ -54,6 +54,8 @@ class AnswerTask:
         max_new_tokens: the asker's limit (0: the answerer's own; never above it).
         on_text: called with the answer so far after every generated token (streaming); must not raise.
         stop: polled after every generated token; True ends this answer where it is.
+        history: earlier (question, answer) turns about the same frame, rendered before ``question`` by the chat
+            template (offline evaluation of multi-turn conversations; the nodes ask single questions).
     """
 
     frame: DecodedFrame
@@ -61,6 +63,7 @@ class AnswerTask:
     max_new_tokens: int = 0
     on_text: Callable[[str], None] | None = None
     stop: Callable[[], bool] | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,11 @@ class ModelAnswerer:
         with torch.inference_mode():
             for i, task in enumerate(tasks):
                 try:
-                    prepared.append(self.server_half.prepare_inputs(*self._features(task.frame), task.question))
+                    prepared.append(
+                        self.server_half.prepare_inputs(
+                            *self._features(task.frame), task.question, history=tuple(task.history)
+                        )
+                    )
                     rows.append(i)
                 except Exception as exc:  # this task's own failure
                     out[i] = exc
@@ -168,14 +175,19 @@ class ModelAnswerer:
         return out
 
     def score(
-        self, frames: Sequence[DecodedFrame], questions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]
+        self,
+        frames: Sequence[DecodedFrame],
+        questions: Sequence[Sequence[str]],
+        references: Sequence[Sequence[str]],
+        dialogue: Sequence[bool] | None = None,
     ) -> list[list[bool]]:
         """Whether greedy ``answer`` would return each reference exactly, for every question of every frame.
 
         Teacher-forced: greedy decoding returns the reference iff every reference token and the EOS is the argmax
         given the reference prefix, so one pass over each frame's shared prompt prefix scores all its questions
         (``backbones.answer_scoring``; its equality with ``answer`` is tested). This holds for references shorter
-        than ``options.max_new_tokens`` tokens (every data set here answers in one or two).
+        than ``options.max_new_tokens`` tokens (every data set here answers in one or two). ``dialogue[b]``: frame b's
+        questions are the turns of one conversation (each judged after the reference turns before it).
         """
         import torch
 
@@ -183,7 +195,7 @@ class ModelAnswerer:
 
         with torch.inference_mode():
             embeds = [self.server_half.image_embeddings(*self._features(f)) for f in frames]
-            scores = answer_logits(self.server_half, self._prompts, embeds, questions, references)
+            scores = answer_logits(self.server_half, self._prompts, embeds, questions, references, dialogue=dialogue)
             _, ok = answer_stats(scores)
         flat = ok.tolist()
         out, pos = [], 0
