@@ -47,6 +47,7 @@ setup(
             "replay_node = tofc_ros.nodes.replay_node:main",
             "uplink_node = tofc_ros.nodes.uplink_node:main",
             "launch = tofc_ros.launcher.cli:main",
+            "tofc = tofc_ros.cli:main",
         ],
     },
 )

@@ -19,6 +19,7 @@ PURE = [
     "config.py",
     "resources.py",
     "zstd_frames.py",
+    "cli.py",
 ]
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "tofc_msgs", "diagnostic_msgs")
 
@@ -52,6 +53,7 @@ def test_lower_layers_do_not_import_nodes():
 # What each part of the package may import from the others: imports go one way, from top to bottom.
 #   nodes -> eval -> train -> (backbones, codec, data);   eval -> pipeline -> (backbones, codec, resources)
 #   eval -> config (offline re-answering builds its server from the server node's parameter schema)
+#   cli -> (data, train, eval, backbones, launcher): the tofc tool on top, beside the nodes
 ALLOWED = {
     "ament_index": set(),
     "zstd_frames": set(),
@@ -65,6 +67,9 @@ ALLOWED = {
     "eval": {"config", "codec", "backbones", "data", "pipeline", "train", "resources"},
     "launcher": {"ament_index"},
     "nodes": {"config", "pipeline", "eval", "codec", "resources"},
+    # The command-line tool dispatches to the pure parts' mains (never to the nodes: it runs without rclpy).
+    "cli": {"data", "train", "eval", "backbones", "launcher"},
+    "__main__": {"cli"},
 }
 
 

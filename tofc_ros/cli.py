@@ -1,0 +1,218 @@
+"""tofc: one command-line tool for data, training, evaluation, benchmarks and replay (no rclpy).
+
+    tofc make-data llava|tsv --from easyvqa|scenes --out ...   our data sets as LLaVA JSON / VLMEvalKit TSV
+    tofc check-model DIR                                        what a llava-hf checkpoint is, before using it
+    tofc pretrain --config C --out DIR                          the tiny models' pre-training
+    tofc train --config C [--processes N] [--resume] [--only NAME] [--set k=v]   Algorithm 1 (one run or a sweep)
+    tofc eval --model M --tofc RUN [--data-file F.tsv|F.json] [--jpeg Q,..]      rate-accuracy, per category
+    tofc latency ...                                            the latency model
+    tofc replay BAG [name:=value ...]                           the device → server graph replaying a rosbag
+    tofc reanswer --bag B --out DIR                             re-answer recorded features offline
+    tofc launch PACKAGE FILE [name:=value ...]                  the launch-file runner
+    tofc bench NAME [args]                                      bench/NAME.py (source checkout)
+    tofc tiny-model --kind onevision --out DIR                  a tiny llava-hf checkpoint
+
+Every subcommand has ``--help``. A bad path, config or checkpoint ends with one line saying what and where, and exit
+status 2 (``tofc --traceback CMD ...`` shows the whole traceback instead).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["COMMANDS", "main"]
+
+EXIT_USAGE = 2
+
+# name -> (module, function, one-line help). The functions take argv and parse it with their own --help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "make-data": ("tofc_ros.data.convert", "main", "our data sets as LLaVA instruction JSON or a VLMEvalKit TSV"),
+    "check-model": ("tofc_ros.cli", "check_model", "read a llava-hf checkpoint's config, keys and tokenizer"),
+    "pretrain": ("tofc_ros.train.pretrain", "main", "pre-train a tiny LLaVA-OneVision from scratch"),
+    "train": ("tofc_ros.cli", "train", "Algorithm 1 (TOFC): LoRA + codec, one run or a sweep, several processes"),
+    "eval": ("tofc_ros.eval.rate_accuracy", "main", "rate-accuracy through the deployed encoder/decoder/answerer"),
+    "latency": ("tofc_ros.eval.latency", "main", "device, transfer and server latency per operating point"),
+    "replay": ("tofc_ros.cli", "replay", "replay a rosbag through the live device → server graph"),
+    "reanswer": ("tofc_ros.cli", "reanswer", "re-answer a bag of recorded features offline"),
+    "launch": ("tofc_ros.launcher.cli", "main", "run a ROS 2 launch file (where ros2 launch is absent)"),
+    "bench": ("tofc_ros.cli", "bench", "run a benchmark script of bench/"),
+    "tiny-model": ("tofc_ros.backbones.tiny", "main", "write a tiny llava-hf checkpoint for tests and demos"),
+}
+
+
+def _overview() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: tofc [--traceback] COMMAND [ARGS...]   (tofc COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a bad input (path, config, data, checkpoint), reported in one line."""
+    errors: list[type[BaseException]] = [OSError, ValueError, TypeError]
+    try:
+        import yaml
+
+        errors.append(yaml.YAMLError)
+    except ImportError:
+        pass
+    from tofc_ros.launcher.errors import LaunchError
+
+    errors.append(LaunchError)
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "[Errno 2] ..." → "No such file ...: 'x'"
+        return f"{exc.strerror}: {str(exc.filename)!r}"
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------- commands
+def train(argv: list[str]) -> int:
+    """``tofc train``: Algorithm 1; ``--processes N`` runs N data-parallel processes on this machine (torchrun)."""
+    argv = list(argv)
+    processes = 1
+    if "--processes" in argv:
+        at = argv.index("--processes")
+        try:
+            processes = int(argv[at + 1])
+        except (IndexError, ValueError):
+            raise ValueError("--processes needs a positive number") from None
+        del argv[at : at + 2]
+        if processes < 1:
+            raise ValueError("--processes needs a positive number")
+    if processes == 1 or "-h" in argv or "--help" in argv:
+        from tofc_ros.train.tofc import main as tofc_main
+
+        if "-h" in argv or "--help" in argv:
+            print("tofc train --processes N: N data-parallel processes on this machine (torchrun; gloo on CPU)\n")
+        return tofc_main(argv)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return subprocess.call([*cmd, "-m", "tofc_ros.train.tofc", *argv], env=env)
+
+
+def replay(argv: list[str]) -> int:
+    """``tofc replay BAG [name:=value ...]``: replay.launch.xml with ``bag:=BAG`` through the launcher."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="tofc replay",
+        description="Replay a rosbag's camera frames and questions through the device → server graph "
+        "(launch/replay.launch.xml); launch arguments as name:=value (output_dir, mode, rate, uplink_mbps, ...).",
+    )
+    ap.add_argument("bag", help="rosbag2 directory or .mcap/.db3 file")
+    ap.add_argument("launch_args", nargs="*", metavar="name:=value")
+    args = ap.parse_args(argv)
+    if not Path(args.bag).exists():
+        raise FileNotFoundError(f"bag {args.bag!r} not found")
+    bad = [a for a in args.launch_args if ":=" not in a]
+    if bad:
+        raise ValueError(f"launch arguments must be name:=value, got {bad}")
+    from tofc_ros.launcher.cli import main as launch_main
+
+    return launch_main(["tofc_ros", "replay.launch.xml", f"bag:={Path(args.bag).resolve()}", *args.launch_args])
+
+
+def reanswer(argv: list[str]) -> int:
+    """``tofc reanswer``: ``tofc_ros.eval.offline`` (its report goes to --out)."""
+    from tofc_ros.eval.offline import main as offline_main
+
+    offline_main(argv)
+    return 0
+
+
+def _bench_dir() -> Path:
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "bench").is_dir():
+            return root / "bench"
+    raise FileNotFoundError("no bench/ folder here or beside the package: run tofc bench from the source checkout")
+
+
+def bench(argv: list[str]) -> int:
+    """``tofc bench NAME [args]``: ``bench/NAME.py`` with the given arguments; ``tofc bench --list`` names them."""
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        names = sorted(p.stem for p in _bench_dir().glob("*.py"))
+        print("usage: tofc bench NAME [ARGS...]   (tofc bench NAME --help for its options)\n\nbenchmarks:")
+        print("\n".join(f"  {n}" for n in names))
+        return 0
+    script = _bench_dir() / f"{argv[0].removesuffix('.py')}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"no benchmark {argv[0]!r} in {script.parent} (tofc bench --list)")
+    return subprocess.call([sys.executable, str(script), *argv[1:]])
+
+
+def check_model(argv: list[str]) -> int:
+    """``tofc check-model DIR``: the checkpoint's type, split facts, key layout and tokenizer, without loading it."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="tofc check-model", description=check_model.__doc__.split(": ", 1)[1])
+    ap.add_argument("model", help="llava-hf checkpoint directory")
+    args = ap.parse_args(argv)
+    import dataclasses
+
+    from tofc_ros.backbones.loading import CheckpointReader, load_config, load_tokenizer, resolve_model_dir
+    from tofc_ros.backbones.spec import BackboneSpec
+
+    model_dir = resolve_model_dir(args.model)
+    config = load_config(model_dir)
+    spec = BackboneSpec.from_config(config)
+    reader = CheckpointReader(model_dir)
+    keys = reader.keys()
+    tops = sorted({k.split(".")[0] for k in keys})
+    for needed in ("vision_tower", "multi_modal_projector", "language_model"):
+        if needed not in tops:
+            raise ValueError(f"{model_dir}: checkpoint has no {needed} tensors (found {tops})")
+    tokenizer = load_tokenizer(model_dir)
+    info = {k: v for k, v in dataclasses.asdict(spec).items() if k != "grid_pinpoints"}
+    info.update(
+        path=str(model_dir),
+        tensors=len(keys),
+        tied_lm_head="lm_head.weight" not in keys,
+        tokenizer_vocab=len(tokenizer),
+        image_token=tokenizer.convert_ids_to_tokens(spec.image_token_id),
+    )
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """``tofc COMMAND [ARGS...]``: dispatch to the command's own main; bad input ends in one line and exit 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = False
+    while argv and argv[0] == "--traceback":
+        show_traceback = True
+        argv = argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview())
+        return 0 if argv else EXIT_USAGE
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"tofc: error: unknown command {name!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    module, func, _ = COMMANDS[name]
+    try:
+        result = getattr(importlib.import_module(module), func)(rest)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+    except _user_errors() as exc:
+        if show_traceback:
+            raise
+        print(f"tofc {name}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(result or 0) if not isinstance(result, dict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
