@@ -277,6 +277,7 @@ class TofcTrainer:
         seed_everything(cfg.seed)
         device = str(accelerator.device) if accelerator is not None else "cpu"
         self.device = torch.device(device)
+        self.train = load_train_items(cfg)  # before the model: a bad data file fails in seconds, not after loading
         self.llava = TrainableLlava.from_pretrained(cfg.model, dtype=parse_dtype(cfg.dtype), device=device)
         self._apply_lora()
         if cfg.gradient_checkpointing:
@@ -327,7 +328,6 @@ class TofcTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.mixed_precision == "fp16")
         self.pixels = PixelPath(self.llava.device_half)
         self.prompts = PromptCache(self.llava.server)
-        self.train = load_train_items(cfg)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.order: list[int] = []
         self.step = 0
