@@ -244,7 +244,7 @@ def test_many_goals_at_once_are_batched_and_each_gets_its_own_answer(ros, tiny_m
         assert client.answer(f"topic-{sec}").text == results[sec - 1][1].text
     # Streaming: feedback after each token, each the answer so far. Feedback is a keep-last topic shared by all goals
     # (depth 10), so a burst from a batch may lose some messages: only what arrived is checked.
-    time.sleep(0.5)
+    wait_for(lambda: sum(len(asker.feedback_of(h)) for h in handles) > 0, timeout=30)
     received = 0
     for handle, (_, answer) in zip(handles, results):
         feedback = asker.feedback_of(handle)
