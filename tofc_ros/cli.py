@@ -187,7 +187,14 @@ def check_model(argv: list[str]) -> int:
 # --------------------------------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> int:
     """``tofc COMMAND [ARGS...]``: dispatch to the command's own main; bad input ends in one line and exit 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `tofc ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter shutdown flushes stdout once more
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
     show_traceback = False
     while argv and argv[0] == "--traceback":
         show_traceback = True
