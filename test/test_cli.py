@@ -92,3 +92,23 @@ def test_eval_make_data_and_check_model_errors(tmp_path, capsys):
     assert "no benchmark 'no_such_bench'" in _one_error_line(capsys, "bench")
     assert main(["replay", str(tmp_path / "no.mcap")]) == 2
     assert "bag" in _one_error_line(capsys, "replay")
+
+
+def test_recordings_become_llava_records(tmp_path, capsys):
+    """The bundled sample bag + its questions sidecar (20 easy-vqa test frames, 50 answered questions)."""
+    from tofc_ros.data.easyvqa import load_split
+    from tofc_ros.data.llava_format import load_llava
+
+    out = tmp_path / "rec"
+    assert main(["make-data", "llava", "--bag", "data/easyvqa_sample.mcap", "--out", str(out), "--no-progress"]) == 0
+    assert "50 questions in 20 records" in capsys.readouterr().out
+    items = load_llava(out / "data.json").items
+    assert len(items) == 20 and sum(len(i.questions) for i in items) == 50
+    first = load_split("test")[0]
+    np.testing.assert_array_equal(items[0].rgb(), first.rgb())  # rgb8 frames decode to the very pixels
+    assert items[0].questions == first.questions[: len(items[0].questions)]
+    assert main(["make-data", "llava", "--bag", "data/easyvqa_sample.mcap", "--questions", str(tmp_path / "q.jsonl"),
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert "questions file" in _one_error_line(capsys, "make-data")
+    assert main(["make-data", "llava", "--bag", str(tmp_path / "none.mcap"), "--out", str(out)]) == 2
+    assert "does not exist" in _one_error_line(capsys, "make-data")

@@ -67,8 +67,9 @@ ALLOWED = {
     "eval": {"config", "codec", "backbones", "data", "pipeline", "train", "resources"},
     "launcher": {"ament_index"},
     "nodes": {"config", "pipeline", "eval", "codec", "resources"},
-    # The command-line tool dispatches to the pure parts' mains (never to the nodes: it runs without rclpy).
-    "cli": {"data", "train", "eval", "backbones", "launcher"},
+    # The command-line tool dispatches to the pure parts' mains. From the nodes it takes only the rclpy-free image
+    # conversion (nodes.images: recorded frames → RGB, as the device converts them live; checked below).
+    "cli": {"data", "train", "eval", "backbones", "launcher", "nodes"},
     "__main__": {"cli"},
 }
 
@@ -136,6 +137,12 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def test_the_cli_takes_only_the_image_conversion_from_the_nodes():
+    targets = {t for t in _module_graph()["tofc_ros.cli"] if t.startswith("tofc_ros.nodes")}
+    assert targets <= {"tofc_ros.nodes", "tofc_ros.nodes.images"}
+    assert not {i for i in _imports(PACKAGE / "nodes" / "images.py") if i.split(".")[0] in ROS_MODULES}
 
 
 def test_no_import_cycles_inside_the_package():

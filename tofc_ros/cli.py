@@ -1,5 +1,6 @@
 """tofc: one command-line tool for data, training, evaluation, benchmarks and replay (no rclpy).
 
+    tofc make-data llava --bag BAG [--questions Q] --out DIR   a robot's recordings as LLaVA instruction JSON
     tofc make-data llava|tsv --from easyvqa|scenes --out ...   our data sets as LLaVA JSON / VLMEvalKit TSV
     tofc check-model DIR                                        what a llava-hf checkpoint is, before using it
     tofc pretrain --config C --out DIR                          the tiny models' pre-training
@@ -30,7 +31,7 @@ EXIT_USAGE = 2
 
 # name -> (module, function, one-line help). The functions take argv and parse it with their own --help.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "make-data": ("tofc_ros.data.convert", "main", "our data sets as LLaVA instruction JSON or a VLMEvalKit TSV"),
+    "make-data": ("tofc_ros.cli", "make_data", "recordings or our data sets as LLaVA JSON, or a VLMEvalKit TSV"),
     "check-model": ("tofc_ros.cli", "check_model", "read a llava-hf checkpoint's config, keys and tokenizer"),
     "pretrain": ("tofc_ros.train.pretrain", "main", "pre-train a tiny LLaVA-OneVision from scratch"),
     "train": ("tofc_ros.cli", "train", "Algorithm 1 (TOFC): LoRA + codec, one run or a sweep, several processes"),
@@ -97,6 +98,57 @@ def train(argv: list[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     return subprocess.call([*cmd, "-m", "tofc_ros.train.tofc", *argv], env=env)
+
+
+def _decode_recorded_frame(frame):
+    """A recorded sensor_msgs/Image or CompressedImage → RGB, as the device node converts it live."""
+    from tofc_ros.eval.replay.typestore import IMAGE, typestore
+    from tofc_ros.nodes.images import compressed_msg_to_rgb, image_msg_to_rgb
+
+    msg = typestore().deserialize_cdr(frame.data, frame.msgtype)
+    limit = 100_000_000
+    return image_msg_to_rgb(msg, limit) if frame.msgtype == IMAGE else compressed_msg_to_rgb(msg, limit)
+
+
+def make_data(argv: list[str]) -> int:
+    """``tofc make-data``: ``--bag`` converts recordings (``eval.replay.to_llava``), else ``data.convert``."""
+    if "--bag" not in argv:
+        from tofc_ros.data.convert import main as convert_main
+
+        return convert_main(argv)
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="tofc make-data llava --bag",
+        description="A rosbag's camera frames + a questions file with answers (the replay format) as LLaVA JSON: one "
+        "record per asked-about frame, its questions as a multi-turn conversation.",
+    )
+    ap.add_argument("format", choices=("llava",))
+    ap.add_argument("--bag", required=True, help="rosbag2 directory or .mcap/.db3 file")
+    ap.add_argument("--questions", default=None, help="questions file with answers (default: the bag's sidecar)")
+    ap.add_argument("--camera-topic", default=None, help="camera topic (default: the bag's only one)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--name", default="data", help="data file stem")
+    ap.add_argument("--max-turns", type=int, default=None, help="turns per record (default: all of a frame's)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    from tofc_ros.eval.replay.to_llava import bag_to_llava
+
+    done = bag_to_llava(
+        args.bag,
+        args.out,
+        _decode_recorded_frame,
+        questions=args.questions,
+        camera_topic=args.camera_topic,
+        name=args.name,
+        max_turns=args.max_turns,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{done.path}: {done.questions} questions in {done.records} records "
+        f"({done.without_answer} without an answer, {done.without_frame} before any frame: skipped)"
+    )
+    return 0
 
 
 def replay(argv: list[str]) -> int:

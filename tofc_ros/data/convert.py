@@ -163,7 +163,12 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``llava`` or ``tsv`` from easy-vqa or the scenes."""
-    ap = argparse.ArgumentParser(prog="tofc make-data", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="tofc make-data",
+        description=__doc__.split("\n\n")[0],
+        epilog="A robot's recordings: tofc make-data llava --bag BAG [--questions FILE] --out DIR "
+        "(tofc make-data llava --bag x --help for its options).",
+    )
     ap.add_argument("format", choices=("llava", "tsv"), help="LLaVA instruction JSON or VLMEvalKit TSV")
     ap.add_argument("--from", dest="source", choices=SOURCES, default="easyvqa", help="our data set to convert")
     ap.add_argument("--split", choices=easyvqa.SPLITS, default="train")
