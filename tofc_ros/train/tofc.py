@@ -519,9 +519,8 @@ class TofcTrainer:
         norm = {"tokens": float(counts[0]), "images": len(idx), "micro": cfg.grad_accum}
         norm["full_tokens"] = max(float(counts[1]), 1.0)
         self.opt.zero_grad(set_to_none=True)
-        sums = torch.zeros(
-            9, dtype=torch.float64
-        )  # ce, tokens, bits, images, hits, questions, balance, full ce, full n
+        # ce, tokens, bits, images, hits, questions, balance, full ce, full tokens: summed over micro-steps, processes
+        sums = torch.zeros(9, dtype=torch.float64)
         for mb in mine:
             with self._autocast():
                 terms = self.loss_terms(mb, temp, norm)
