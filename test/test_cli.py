@@ -77,6 +77,8 @@ def test_train_errors_name_what_and_where(tmp_path, capsys):
     assert "unknown keys ['lamda']" in _one_error_line(capsys, "train")
     assert main(["train", "--processes", "x"]) == 2
     _one_error_line(capsys, "train")
+    assert main(["train", "--processes", "2", "--set", f"model={bert}"]) == 2  # checked before any process starts
+    assert f"{bert}: unsupported model_type 'bert'" in _one_error_line(capsys, "train")
 
 
 def test_eval_make_data_and_check_model_errors(tmp_path, capsys):

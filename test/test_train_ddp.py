@@ -1,14 +1,14 @@
 """Data parallelism for real: two CPU processes (torchrun, gloo) take the step one process takes on the combined batch.
 
-The run is the command-line trainer itself under ``torch.distributed.run``: each process trains on its own half of
-every batch, gradients (and the codec's auxiliary quantile gradients) are all-reduced, only process 0 writes.
+The run is the command-line tool itself (``tofc train --processes 2``: torch.distributed.run, gloo): each process
+trains on its own half of every batch, gradients (and the codec's auxiliary quantile gradients) are all-reduced, only
+process 0 writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -33,12 +33,6 @@ TINY = TinyModelConfig(
     text_mlp=64,
 )
 STEPS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +67,8 @@ def config_path(tmp_path_factory):
 def test_two_processes_equal_one_process_on_the_combined_batch(config_path):
     root = config_path.parent
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "tofc_ros.train.tofc", "--config", str(config_path), "--no-progress",
-    ]  # fmt: skip
+    # tofc train --processes 2: torch.distributed.run --standalone --nproc_per_node 2 -m tofc_ros train ...
+    cmd = [sys.executable, "-m", "tofc_ros", "train", "--processes", "2", "--config", str(config_path), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = root / "two"

@@ -94,10 +94,29 @@ def train(argv: list[str]) -> int:
         if "-h" in argv or "--help" in argv:
             print("tofc train --processes N: N data-parallel processes on this machine (torchrun; gloo on CPU)\n")
         return tofc_main(argv)
+    _check_train_args(argv)  # a bad config or model fails here, in one line, not once per process
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    return subprocess.call([*cmd, "-m", "tofc_ros.train.tofc", *argv], env=env)
+    # Each process runs this tool again (one-line errors there too); torchrun adds its own summary of a failure.
+    return subprocess.call([*cmd, "-m", "tofc_ros", "train", *argv], env=env)
+
+
+def _check_train_args(argv: list[str]) -> None:
+    """The config parses and every run's model is a supported llava-hf directory (before starting processes)."""
+    import argparse
+
+    from tofc_ros.backbones.loading import load_config as load_model_config
+    from tofc_ros.backbones.loading import resolve_model_dir
+    from tofc_ros.train.common import load_config
+    from tofc_ros.train.tofc import TofcTrainConfig, expand_sweep
+
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--config")
+    ap.add_argument("--set", action="append", default=[])
+    known, _ = ap.parse_known_args(argv)
+    for run in expand_sweep(load_config(TofcTrainConfig, known.config, known.set)):
+        load_model_config(resolve_model_dir(run.model))
 
 
 def _decode_recorded_frame(frame):
