@@ -134,6 +134,42 @@ def test_conversation_turns_through_the_chat_template(tiny_dir):
         server.conversation_ids([("a", None), ("b", "c")], 3)
 
 
+# A template whose finished assistant turn differs from its generation prompt ("assistant " + "\n" + text against
+# "assistant\n"), as llava-onevision-hf's does; no newline between turns.
+QUIRKY_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + ' ' }}"
+    "{% for p in m['content'] if p['type'] == 'image' %}{{ '<image>' }}{% endfor %}"
+    "{% for p in m['content'] if p['type'] == 'text' %}{{ '\\n' + p['text'] }}{% endfor %}{{ '<|im_end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_answers_follow_the_generation_prompt_whatever_the_template_renders(tiny_dir):
+    from tofc_ros.train.llava import TrainableLlava
+
+    server = TrainableLlava.from_pretrained(tiny_dir).server
+    server.tokenizer.chat_template = QUIRKY_TEMPLATE
+    tok = server.tokenizer
+    conv = server.conversation_ids([("q one?", "red"), ("q two?", "blue")], 2)
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    eos = [tok.convert_tokens_to_ids("<|im_end|>")]
+    expected = (
+        ids("<|im_start|>user <image><image>\nq one?<|im_end|><|im_start|>assistant\n")
+        + ids("red")
+        + eos
+        + ids("<|im_start|>user \nq two?<|im_end|><|im_start|>assistant\n")
+        + ids("blue")
+        + eos
+    )
+    assert conv.input_ids.tolist() == expected
+    assert tok.decode(conv.labels[conv.labels >= 0]) == "red<|im_end|>blue<|im_end|>"
+    second = conv.turns.tolist().index(1)
+    assert server.prompt_ids("q two?", 2, history=[("q one?", "red")]).tolist() == expected[:second]
+
+
 @torch.no_grad()
 def test_dialogue_scores_and_whole_sequences_match_the_serving_path(tiny_dir):
     """Per turn, the teacher-forced logits equal ``prepare_inputs(question, answer, history)`` run alone; rows of

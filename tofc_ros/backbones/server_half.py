@@ -27,6 +27,11 @@ from .token_order import arrange_image_tokens, check_tile_features
 __all__ = ["ConversationIds", "GenerationOptions", "GenerationResult", "PreparedInputs", "ServerHalf"]
 
 IGNORE_INDEX = -100  # label value ignored by the cross-entropy loss (prompt and image positions)
+_SENTINEL = "\u2063tofc-answer\u2063"  # stands in for an answer to find where a template's answer text ends
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 @dataclass(frozen=True)
@@ -195,12 +200,14 @@ class ServerHalf:
             ids    [ context (image placeholder → M image tokens) | a_0 ids, EOS | context | a_1 ids, EOS | … ]
             labels [ IGNORE …                                      | a_0 ids, EOS | IGNORE  | a_1 ids, EOS | … ]
 
-        Each context piece is the template's own text between one turn and the next (the prompt of turn k includes
-        every earlier turn, rendered by the template); each answer is tokenized on its own right after the
-        generation prompt and followed by EOS, exactly what greedy generation after that prompt produces and
-        what ``prepare_inputs(answer=...)`` labels. The template's own text around an answer (e.g. the Qwen2
-        template's end-of-turn token, which is the EOS) is not duplicated: a leading EOS of the text after the
-        answer is the EOS already there. Templates that do not render incrementally are refused.
+        Each answer follows the *generation prompt* of its turn and is tokenized on its own, then EOS: exactly what
+        greedy generation after that prompt produces, what serving sees and what ``prepare_inputs(answer=...)``
+        labels (some templates render a finished assistant turn a little differently from their generation prompt:
+        llava-onevision-hf's writes "assistant \\n" where its prompt has "assistant\\n"; the generation form is the
+        one the model is asked in). The text between an answer and the next turn's generation prompt is the
+        template's own: what it renders after the answer (a leading EOS, e.g. Qwen2's <|im_end|>, is the EOS
+        already there), then the next user turn. A template that does not render the next turn after the finished
+        earlier ones is refused.
 
         Args:
             turns: (user text, assistant answer) pairs; only the last answer may be None (the ids then end with the
@@ -240,14 +247,14 @@ class ServerHalf:
                 break
             if not isinstance(answer, str):
                 raise TypeError(f"turn {k}: answer must be a str, got {type(answer).__name__}")
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+            # What the template writes after an answer: rendered with a sentinel answer that no template text holds.
+            marked = self._render([*messages, _assistant(_SENTINEL)], add_generation_prompt=False)
+            if marked.count(_SENTINEL) != 1:
+                raise ValueError(f"chat template does not render turn {k}'s answer text as given")
+            messages.append(_assistant(answer))
             rendered = self._render(messages, add_generation_prompt=False)
-            segment = rendered[len(prompt) :] if rendered.startswith(prompt) else None
-            at = -1 if segment is None else segment.find(answer)
-            if at < 0 or segment[:at].strip():
-                raise ValueError(f"chat template does not render turn {k}'s answer right after its generation prompt")
             pieces.append((k, answer))
-            after = segment[at + len(answer) :]
+            after = marked[marked.index(_SENTINEL) + len(_SENTINEL) :]
             for eos in eos_texts:
                 if after.startswith(eos):
                     after = after[len(eos) :]
