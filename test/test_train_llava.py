@@ -209,7 +209,7 @@ def test_batched_step_equals_per_sample_losses(tiny_dir, tmp_path, llava_json):
     tr = TofcTrainer(_cfg(tiny_dir, tmp_path, llava_json, batch_images=3, balance_weight=0.0))
     batch = tr.train[:3]
     assert len({it.rgb().shape for it in batch}) == 2
-    norm = {"tokens": tr._scored_tokens(batch), "images": 3, "micro": 1, "full_tokens": 1.0}
+    norm = {"tokens": tr._scored_tokens(batch), "images": 3, "rate": 3, "micro": 1, "full_tokens": 1.0}
     tr.opt.zero_grad(set_to_none=True)
     terms = tr.loss_terms(batch, 2.0, norm)
     terms["loss"].backward()
@@ -274,3 +274,19 @@ def test_llava_run_exports_and_loads(tiny_dir, tmp_path, llava_json):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(0 <= r["acc"] <= 1 for r in log)
     assert len(data.items) == len(TofcTrainer(cfg).train)
+
+
+def test_rate_per_coded_value(tiny_dir, tmp_path, llava_json):
+    """rate_unit: element: R is bits per coded value, counted from the images' sizes before the forward pass."""
+    tr = TofcTrainer(_cfg(tiny_dir, tmp_path, llava_json, batch_images=3, rate_unit="element", lam=0.5))
+    batch = tr.train[:3]
+    terms = tr.loss_terms(batch, 2.0)
+    values = sum(tr._coded_values(it) for it in batch)
+    assert terms["_elements"] == values == (2 + 5 + 2) * 4 * 32  # tiles × n_c × d: 64x64, 640x480, 64x64
+    assert float(terms["R"]) == pytest.approx(float(terms["_bits"]) / values, rel=1e-6)
+    expected = terms["D"] + 0.5 * terms["R"] + tr.cfg.balance_weight * terms["balance"]
+    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    rec = tr.train_step()
+    assert rec["R"] < 64 < rec["bits_per_image"]  # a few bits per value; hundreds per image
+    with pytest.raises(ValueError, match="rate_unit must be one of"):
+        _cfg(tiny_dir, tmp_path, rate_unit="token")

@@ -10,7 +10,8 @@ Per step, for a batch of images and all their questions::
       ─ selective hyperprior (router softmax(·/T), STE rounding) ─► x̂, R (bits), L_balance
       ─ projector (trainable) ─ token order ─ LLM (+LoRA) on every question (prefix shared) ─► D = CE(answer + EOS)
 
-    L = D + λ·R + w_bal·L_balance            (eqs. 10, 16, 18; R = bits per image, mean over the batch)
+    L = D + λ·R + w_bal·L_balance            (eqs. 10, 16, 18; R = bits per image, mean over the batch, or with
+                                              rate_unit: element bits per coded value, tiles × n_c × d per image)
     T(step) = T_0 · (T_1 / T_0)^(step / (steps-1))  (exponential decay, default 10 → 0.1)
 
 A separate optimizer trains the z-density quantiles (CompressAI's auxiliary loss); the parameter sets are asserted
@@ -82,6 +83,7 @@ __all__ = [
 
 DATA_SETS = ("easyvqa", "scenes", "llava")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+RATE_UNITS = ("image", "element")
 
 VISION_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -140,7 +142,8 @@ class TofcTrainConfig:
     n_c: int = 16
     k: int = 5
     merge: str = "dpc_knn"  # dpc_knn | centres | uniform | none (ablations)
-    lam: float = 1e-3  # λ: weight of R in bits per image
+    lam: float = 1e-3  # λ: weight of R (in rate_unit)
+    rate_unit: str = "image"  # R in bits per image, or "element": bits per coded value (tiles × n_c × d per image)
     balance_weight: float = 1.0
     t_start: float = 10.0
     t_end: float = 0.1
@@ -173,6 +176,8 @@ class TofcTrainConfig:
             raise ValueError("steps, batch_images and grad_accum must be ≥ 1")
         if self.lam < 0:
             raise ValueError(f"lam must be ≥ 0, got {self.lam}")
+        if self.rate_unit not in RATE_UNITS:
+            raise ValueError(f"rate_unit must be one of {RATE_UNITS}, got {self.rate_unit!r}")
         if self.data not in DATA_SETS:
             raise ValueError(f"data must be one of {DATA_SETS}, got {self.data!r}")
         if self.data == "llava" and not self.llava.path:
@@ -329,6 +334,7 @@ class TofcTrainer:
         self.pixels = PixelPath(self.llava.device_half)
         self.prompts = PromptCache(self.llava.server)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._sizes: dict[int, tuple[int, int]] = {}  # image sizes (rate_unit: element)
         self.order: list[int] = []
         self.step = 0
         self._broadcast_parameters()
@@ -404,6 +410,23 @@ class TofcTrainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
 
+    def _coded_values(self, item) -> int:
+        """Values the codec codes for an image (tiles × merged tokens per tile × d), from its size alone."""
+        key = id(item)
+        if key not in self._sizes:
+            path = getattr(item, "path", None)
+            if path and Path(path).is_file():
+                from PIL import Image
+
+                with Image.open(path) as im:  # the header only
+                    self._sizes[key] = (im.size[1], im.size[0])
+            else:
+                self._sizes[key] = tuple(item.rgb().shape[:2])
+        spec = self.llava.spec
+        tiles = spec.num_tiles(spec.tile_grid(self._sizes[key]))
+        per_tile = spec.tokens_per_tile if self.cfg.merge == "none" else min(self.cfg.n_c, spec.tokens_per_tile)
+        return tiles * per_tile * spec.vision_dim
+
     def _scored_tokens(self, items) -> int:
         return sum(self.prompts.scored_tokens(it.questions, it.answers, getattr(it, "dialogue", False)) for it in items)
 
@@ -441,18 +464,20 @@ class TofcTrainer:
         if norm is None:
             full_tok = self._scored_tokens(batch[:n_full_img]) if n_full_img else 0
             norm = {"tokens": n_tok, "images": len(batch), "micro": 1, "full_tokens": full_tok, "local": True}
+            norm["rate"] = len(batch) if cfg.rate_unit == "image" else sum(m.numel() for m in merged)
         balance, balance_share = self._balance(out, norm)
         rate_sum = bits.sum()
-        share_loss = ce_sum / norm["tokens"] + cfg.lam * rate_sum / norm["images"] + cfg.balance_weight * balance_share
+        share_loss = ce_sum / norm["tokens"] + cfg.lam * rate_sum / norm["rate"] + cfg.balance_weight * balance_share
         terms = {
             "D": ce_sum / max(n_tok, 1),
-            "R": bits.mean(),
+            "R": bits.mean() if cfg.rate_unit == "image" else rate_sum / sum(m.numel() for m in merged),
             "balance": balance,
             "acc": ok.float().mean(),
             "_ce": ce_sum.detach(),
             "_tokens": n_tok,
             "_bits": rate_sum.detach(),
             "_images": len(batch),
+            "_elements": sum(m.numel() for m in merged),
             "_hits": int(ok.sum()),
             "_questions": int(ok.numel()),
         }
@@ -510,17 +535,24 @@ class TofcTrainer:
         mine = [[self.train[i] for i in mb] for mb in micro_batches(idx, self.processes, self.rank, cfg.grad_accum)]
         # The step's normalisers, before any forward pass: answer tokens by tokenization, summed over processes.
         n_full = min(cfg.full_feature_images, len(mine[0]))
+        elements = sum(self._coded_values(it) for mb in mine for it in mb) if cfg.rate_unit == "element" else 0
         counts = torch.tensor(
-            [sum(self._scored_tokens(mb) for mb in mine), sum(self._scored_tokens(mb[:n_full]) for mb in mine)],
+            [
+                sum(self._scored_tokens(mb) for mb in mine),
+                sum(self._scored_tokens(mb[:n_full]) for mb in mine),
+                elements,
+            ],
             dtype=torch.float64,
             device=self.device,
         )
         _all_sum(counts)
         norm = {"tokens": float(counts[0]), "images": len(idx), "micro": cfg.grad_accum}
         norm["full_tokens"] = max(float(counts[1]), 1.0)
+        norm["rate"] = float(counts[2]) if cfg.rate_unit == "element" else len(idx)
         self.opt.zero_grad(set_to_none=True)
-        # ce, tokens, bits, images, hits, questions, balance, full ce, full tokens: summed over micro-steps, processes
-        sums = torch.zeros(9, dtype=torch.float64)
+        # ce, tokens, bits, images, hits, questions, balance, full ce, full tokens, coded values: summed over
+        # micro-steps and processes
+        sums = torch.zeros(10, dtype=torch.float64)
         for mb in mine:
             with self._autocast():
                 terms = self.loss_terms(mb, temp, norm)
@@ -536,6 +568,7 @@ class TofcTrainer:
                     float(terms["balance"].detach()) / (self.processes * cfg.grad_accum),
                     float(terms.get("_full_ce", 0.0)),
                     terms.get("_full_tokens", 0),
+                    terms["_elements"],
                 ],
                 dtype=torch.float64,
             )
@@ -551,12 +584,13 @@ class TofcTrainer:
         self.aux_opt.step()
         self.step += 1
         sums = _all_sum(sums.to(self.device)).cpu()
-        ce, tokens, bits, images, hits, questions, balance, full_ce, full_n = sums.tolist()
+        ce, tokens, bits, images, hits, questions, balance, full_ce, full_n, elements = sums.tolist()
         rec = {
             "D": ce / max(tokens, 1),
-            "R": bits / max(images, 1),
+            "R": bits / max(images, 1) if cfg.rate_unit == "image" else bits / max(elements, 1),
             "balance": balance,
             "acc": hits / max(questions, 1),
+            "bits_per_image": bits / max(images, 1),
         }
         rec["loss"] = rec["D"] + cfg.lam * rec["R"] + cfg.balance_weight * balance
         if full_n:
@@ -757,7 +791,7 @@ class TofcTrainer:
             rec = self.train_step()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(D=f"{rec['D']:.3f}", R=f"{rec['R']:.0f}", T=f"{rec['T']:.2f}")
+                bar.set_postfix(D=f"{rec['D']:.3f}", R=f"{rec['R']:.4g}", T=f"{rec['T']:.2f}")
             if is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 log.write(step=self.step, **rec, elapsed_s=timer() - t0)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
