@@ -46,7 +46,8 @@ def config_path(tmp_path_factory):
         "batch_images": 4,  # two images per process per step
         "train_limit": 40,
         "n_c": 4,
-        "lam": 1e-3,
+        "lam": 1e-2,
+        "rate_unit": "element",  # normalised by the coded values of the whole step, counted on every process
         "balance_weight": 1.0,  # the balance loss uses the router usage of the whole step (all-reduced)
         "warmup_steps": 1,
         "lr": 5e-3,
@@ -87,7 +88,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(config_path):
     one = TofcTrainer(cfg)
     recs = [one.train_step() for _ in range(STEPS)]
     for r1, r2 in zip(recs, log):
-        for key in ("loss", "D", "R", "balance", "aux"):
+        for key in ("loss", "D", "R", "bits_per_image", "balance", "aux"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), key
     saved = load_file(str(two / "checkpoint" / "trainable.safetensors"))
     mine = one._trainable_state()
