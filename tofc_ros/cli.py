@@ -284,6 +284,8 @@ def _dispatch(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # an OSError, but the reader's doing: main handles it
+        raise
     except _user_errors() as exc:
         if show_traceback:
             raise
