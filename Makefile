@@ -49,6 +49,8 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES) $(SCENES_BAG)
 	$(VENV)/bin/colcon --log-base build/log build --base-paths . tofc_msgs --merge-install \
 		--install-base $(VENV) --build-base build --event-handlers console_cohesion- summary+ \
 		--cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF
+	@# ament puts console scripts in lib/tofc_ros/ (for ros2 run); the tofc tool also goes on the venv's PATH.
+	ln -sf ../lib/tofc_ros/tofc $(VENV)/bin/tofc
 	@touch $@
 
 # The main job: the device → server graph with the bundled model, replaying the bundled easy-vqa bag; prints the
