@@ -112,3 +112,25 @@ def ros_node(ros, name):
     from rclpy.node import Node
 
     return Node(name, context=ros.context)
+
+
+def test_a_questions_wait_is_bounded_whatever_the_wire_says():
+    # timeout_s is a float32 on the wire: inf, NaN and huge values must neither overflow the clock nor wait forever.
+    from tofc_msgs.action import Ask
+    from tofc_ros.nodes.adapters import goal_request, request
+    from tofc_ros.pipeline.records import MAX_TIMEOUT_S
+
+    received = 5_000_000_000
+    cases = {
+        float("inf"): MAX_TIMEOUT_S,
+        1e30: MAX_TIMEOUT_S,
+        float("nan"): 2.0,
+        -1.0: 2.0,
+        0.0: 2.0,
+        0.25: 0.25,
+    }
+    for timeout_s, waited_s in cases.items():
+        q = Question(question_id="q", text="what?", timeout_s=timeout_s)
+        g = Ask.Goal(text="what?", timeout_s=timeout_s)
+        for r in (request(q, received, "front", 2.0), goal_request(g, "g", received, "front", 2.0)):
+            assert r.deadline_ns == received + int(waited_s * 1e9), timeout_s

@@ -44,7 +44,7 @@ from tofc_ros.eval.replay.questions import load_questions_file, sidecar_path
 from tofc_ros.eval.replay.report import ReplayLog, markdown_summary, write_report
 from tofc_ros.eval.replay.typestore import ANSWER, QUESTION
 from tofc_ros.pipeline.pairing import Refused
-from tofc_ros.pipeline.records import AnswerRecord, Request
+from tofc_ros.pipeline.records import AnswerRecord, Request, deadline_ns, oversize_refusal
 from tofc_ros.pipeline.server_core import Job, ServerCore
 
 __all__ = ["Clock", "agreement", "reanswer", "main"]
@@ -62,7 +62,6 @@ class Clock:
 
 def _request(q: BagQuestion, config: ServerConfig) -> Request:
     """A recorded Question as the server node would keep it, received at its log time (the node's adapter)."""
-    timeout_s = q.timeout_s if q.timeout_s > 0 else config.default_timeout_s
     return Request(
         question_id=q.question_id,
         text=q.text,
@@ -70,7 +69,7 @@ def _request(q: BagQuestion, config: ServerConfig) -> Request:
         stamp_ns=q.image_stamp_ns,
         asked_ns=q.t_ns,  # the replay stamps a question with the time it asks it, which is its log time
         received_ns=q.t_ns,
-        deadline_ns=q.t_ns + int(timeout_s * 1e9),
+        deadline_ns=deadline_ns(q.t_ns, q.timeout_s, config.default_timeout_s),
     )
 
 
@@ -122,12 +121,9 @@ def reanswer(bag: FeatureBag, decoder, answerer, config: ServerConfig, truth: di
         advance(t_ns)
         if kind == "features":
             frame = features_frame(item, arrival_ns=t_ns, keep_payload=True)
-            if frame.payload_size > config.max_payload_bytes:
-                frame = dataclasses.replace(
-                    frame,
-                    payload=b"",
-                    refusal=f"payload of {frame.payload_size} B exceeds max_payload_bytes = {config.max_payload_bytes}",
-                )
+            refusal = oversize_refusal(frame.payload_size, config.max_payload_bytes)
+            if refusal:  # dropped unread, as the node's adapter drops it
+                frame = dataclasses.replace(frame, payload=b"", refusal=refusal)
             log.features.append((frame, seconds(t_ns)))
             try:
                 jobs = core.add_frame(frame)

@@ -21,7 +21,15 @@ from sensor_msgs.msg import Image
 
 from tofc_msgs.action import Ask
 from tofc_msgs.msg import Answer, CompressedFeatures, Question
-from tofc_ros.pipeline.records import AnswerRecord, EncodedFrame, ReceivedFrame, Request, stamp_ns
+from tofc_ros.pipeline.records import (
+    AnswerRecord,
+    EncodedFrame,
+    ReceivedFrame,
+    Request,
+    deadline_ns,
+    oversize_refusal,
+    stamp_ns,
+)
 
 __all__ = [
     "stamp_ns",
@@ -65,15 +73,15 @@ def features_msg(
 def received_frame(msg: CompressedFeatures, arrival_ns: int, max_payload_bytes: int) -> ReceivedFrame:
     """What the server keeps of a CompressedFeatures; an oversize payload is dropped unread and marked refused."""
     size = len(msg.payload)
-    oversize = size > max_payload_bytes
+    refusal = oversize_refusal(size, max_payload_bytes)
     return ReceivedFrame(
         camera=msg.camera,
         stamp_ns=stamp_ns(msg.header.stamp),
         sequence=int(msg.sequence),
         format=msg.format,
-        payload=b"" if oversize else bytes(msg.payload),
+        payload=b"" if refusal else bytes(msg.payload),
         payload_size=size,
-        refusal=f"payload of {size} B exceeds max_payload_bytes = {max_payload_bytes}" if oversize else "",
+        refusal=refusal,
         device_ms=float(msg.device_ms),
         sent_ns=stamp_ns(msg.sent),
         arrival_ns=arrival_ns,
@@ -82,7 +90,6 @@ def received_frame(msg: CompressedFeatures, arrival_ns: int, max_payload_bytes: 
 
 def request(msg: Question, received_ns: int, default_camera: str, default_timeout_s: float) -> Request:
     """A Question as the server core keeps it (its deadline counted from receipt)."""
-    timeout_s = msg.timeout_s if msg.timeout_s > 0 else default_timeout_s
     return Request(
         question_id=msg.question_id,
         text=msg.text,
@@ -90,7 +97,7 @@ def request(msg: Question, received_ns: int, default_camera: str, default_timeou
         stamp_ns=stamp_ns(msg.image_stamp),
         asked_ns=stamp_ns(msg.header.stamp),
         received_ns=received_ns,
-        deadline_ns=received_ns + int(timeout_s * 1e9),
+        deadline_ns=deadline_ns(received_ns, msg.timeout_s, default_timeout_s),
     )
 
 
@@ -98,7 +105,6 @@ def goal_request(
     goal: Ask.Goal, question_id: str, received_ns: int, default_camera: str, default_timeout_s: float
 ) -> Request:
     """An Ask goal as the server core keeps a question (``question_id``: the goal id; deadline from receipt)."""
-    timeout_s = goal.timeout_s if goal.timeout_s > 0 else default_timeout_s
     return Request(
         question_id=question_id,
         text=goal.text,
@@ -106,7 +112,7 @@ def goal_request(
         stamp_ns=stamp_ns(goal.image.header.stamp) if has_image(goal) else stamp_ns(goal.image_stamp),
         asked_ns=received_ns,  # a goal carries no asking time of its own: its acceptance is it
         received_ns=received_ns,
-        deadline_ns=received_ns + int(timeout_s * 1e9),
+        deadline_ns=deadline_ns(received_ns, goal.timeout_s, default_timeout_s),
         max_new_tokens=int(goal.max_new_tokens),
     )
 

@@ -23,6 +23,9 @@ __all__ = [
     "Request",
     "AnswerRecord",
     "stamp_ns",
+    "deadline_ns",
+    "MAX_TIMEOUT_S",
+    "oversize_refusal",
 ]
 
 
@@ -30,6 +33,29 @@ def stamp_ns(stamp) -> int:
     """A builtin_interfaces/Time (any object with sec and nanosec: rclpy's or rosbags') as integer nanoseconds,
     the one time unit of every record."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+MAX_TIMEOUT_S = 3600.0  # the longest a question may ask to wait; a longer (or infinite) wish is cut to it
+
+
+def deadline_ns(received_ns: int, timeout_s: float, default_timeout_s: float) -> int:
+    """The deadline of a question received at ``received_ns`` that asked to wait ``timeout_s`` seconds.
+
+    Zero, negative or NaN means "the server's default"; anything longer than :data:`MAX_TIMEOUT_S` (infinity
+    included) is cut to it, so a wire value can never overflow the integer clock. Shared by the node's adapters
+    and offline re-answering so both compute the same deadline.
+    """
+    timeout = float(timeout_s)
+    if not timeout > 0:  # also catches NaN
+        timeout = float(default_timeout_s)
+    return int(received_ns) + int(min(timeout, MAX_TIMEOUT_S) * 1e9)
+
+
+def oversize_refusal(payload_size: int, max_payload_bytes: int) -> str:
+    """Why a payload of ``payload_size`` bytes is refused unread ("" when it is within the bound)."""
+    if payload_size <= max_payload_bytes:
+        return ""
+    return f"payload of {payload_size} B exceeds max_payload_bytes = {max_payload_bytes}"
 
 
 class Status(enum.IntEnum):
@@ -43,7 +69,7 @@ class Status(enum.IntEnum):
     BUSY = 5  # the server's bounded question queue is full
     BAD_REQUEST = 6  # the question itself is invalid
     INTERNAL_ERROR = 7  # anything else; the error text says what
-    CANCELED = 8  # the asker cancelled it during generation (action goals); the text holds the partial answer
+    CANCELED = 8  # cancelled by its asker (action goals), waiting or generating; text: the partial answer
 
 
 @dataclass(frozen=True)
