@@ -136,6 +136,23 @@ def test_goals_that_cannot_be_served_abort_with_the_reason(placeholder_server):
     assert "the goal's image" in answer.error and "data has 5 B" in answer.error
 
 
+def test_a_goal_whose_acceptance_raises_still_gets_its_one_result(placeholder_server):
+    server, _, asker = placeholder_server
+
+    class BrokenCodec:
+        format = "placeholder-zstd"
+
+        def encode(self, rgb):
+            raise RuntimeError("out of memory while wrapping the picture")
+
+    server._goal_codec = BrokenCodec()
+    image = Image(height=2, width=2, encoding="rgb8", step=6, data=b"\x00" * 12)
+    status, answer = asker.result(asker.send("What is it?", image=image))
+    assert (status, answer.status) == (GoalStatus.STATUS_ABORTED, Answer.STATUS_INTERNAL_ERROR)
+    assert "out of memory while wrapping" in answer.error
+    assert server.core.waiting == server.core.in_flight == 0
+
+
 def test_a_goal_about_its_own_image_is_answered_and_never_cached(placeholder_server):
     server, _, asker = placeholder_server
     rgb = synthetic_frame(5, 20, 30)
@@ -253,6 +270,22 @@ def test_many_goals_at_once_are_batched_and_each_gets_its_own_answer(ros, tiny_m
         assert all(answer.text.startswith(f.text) for f in feedback), (answer.text, [f.text for f in feedback])
     assert received > 0 and all(f.tokens <= 2 for f in asker.feedback_of(handles[-1]))
     assert server.counters.snapshot()["goals"] == len(handles) and server.core.in_flight == 0
+
+
+def test_a_topic_question_cannot_take_a_live_goals_id(streaming_server):
+    # Answers are routed by question_id: a topic question under a goal's id is refused on the topic and the goal
+    # goes on untouched (it still waits for its frame, and is cancelled by its own client).
+    server, client, asker, answerer = streaming_server
+    handle = asker.send(sec=999, timeout_s=60)
+    wait_for(lambda: server.core.waiting == 1)
+    goal_id = bytes(handle.goal_id.uuid).hex()
+    client.ask(goal_id, sec=1)
+    answer = client.answer(goal_id)
+    assert answer.status == Answer.STATUS_BAD_REQUEST and "active Ask goal" in answer.error
+    assert server.core.waiting == 1 and answerer.batches == []
+    wait_for(handle.cancel_goal_async().done)
+    status, answer = asker.result(handle)
+    assert (status, answer.status) == (GoalStatus.STATUS_CANCELED, Answer.STATUS_CANCELED)
 
 
 def test_a_model_server_without_a_vision_tower_aborts_an_image_goal_and_says_why(ros, tiny_model_dir, tiny_codec_path):

@@ -34,7 +34,7 @@ from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.answerer import build_server
 from tofc_ros.pipeline.batcher import Batcher
 from tofc_ros.pipeline.pairing import Refused
-from tofc_ros.pipeline.records import AnswerRecord, Status
+from tofc_ros.pipeline.records import AnswerRecord, Request, Status
 from tofc_ros.pipeline.server_core import Hooks, Job, ServerCore
 
 _EXPIRY_PERIOD_S = 0.02
@@ -150,6 +150,13 @@ class ServerNode(Node):
     def _on_question(self, msg: Question) -> None:
         self.counters.add("questions")
         request = adapters.request(msg, self._now_ns(), self.config.default_camera, self.config.default_timeout_s)
+        if request.question_id in self._goals:
+            # Answers are routed by question_id: a topic question may not take the id of a live goal (the goal's id
+            # is its UUID, which only its own client knows in advance), else its answer would complete the goal.
+            self._publish(
+                self.core.record(request, Status.BAD_REQUEST, error="question_id is in use by an active Ask goal")
+            )
+            return
         outcome = self.core.ask(request)
         if isinstance(outcome, Job):
             self._jobs.put(outcome)
@@ -161,31 +168,51 @@ class ServerNode(Node):
             self._deliver(record)
 
     def _on_goal(self, handle) -> None:
-        """An accepted goal: hand its question (and its own picture, if any) to the core, then start executing."""
+        """An accepted goal: hand its question (and its own picture, if any) to the core, then start executing.
+
+        Whatever raises here, the goal still executes and gets its one result (BAD_REQUEST or INTERNAL_ERROR)."""
         self.counters.add("goals")
         goal = _Goal(handle)
         qid = bytes(handle.goal_id.uuid).hex()
         self._goals[qid] = goal
         self._hooks[qid] = Hooks(on_text=lambda text: self._feedback(goal, text), cancelled=goal.cancel.is_set)
-        cfg, now = self.config, self._now_ns()
-        request = adapters.goal_request(handle.request, qid, now, cfg.default_camera, cfg.default_timeout_s)
-        outcome: Job | AnswerRecord | None
-        if adapters.has_image(handle.request):
-            try:
-                rgb = image_msg_to_rgb(handle.request.image, cfg.max_image_pixels)
-            except ImageError as exc:
-                outcome = self.core.record(request, Status.BAD_REQUEST, error=f"the goal's image: {exc}")
-            else:
-                payload = self._goal_codec.encode(rgb)
-                frame = adapters.goal_frame(handle.request, payload, self._goal_codec.format, request.camera, now)
-                outcome = self.core.ask_with_frame(request, frame)
-        else:
-            outcome = self.core.ask(request)
-        if isinstance(outcome, Job):
-            self._jobs.put(outcome)
-        elif outcome is not None:
-            self._deliver(outcome)
-        handle.execute()
+        request = None
+        try:
+            cfg, now = self.config, self._now_ns()
+            request = adapters.goal_request(handle.request, qid, now, cfg.default_camera, cfg.default_timeout_s)
+            outcome = self._goal_outcome(handle.request, request, now)
+            if isinstance(outcome, Job):
+                self._jobs.put(outcome)
+            elif outcome is not None:
+                self._deliver(outcome)
+        except Exception as exc:  # a malformed goal must not leave its client waiting forever
+            self.get_logger().error(f"goal {qid}: {exc!r}")
+            failed = request or Request(qid, "", "", 0, 0, 0, 0)
+            self._deliver(self.core.record(failed, Status.INTERNAL_ERROR, error=f"accepting the goal: {exc!r}"))
+        finally:
+            handle.execute()
+
+    def _goal_outcome(self, goal: Ask.Goal, request: Request, now: int) -> Job | AnswerRecord | None:
+        """The core's verdict on a goal: paired with a cached frame (or waiting for one), or with its own picture.
+
+        The picture is only unpacked and wrapped as an uncompressed payload here (a copy, a few ms at camera size);
+        decoding and the vision tower run on the worker like any frame's."""
+        if not adapters.has_image(goal):
+            return self.core.ask(request)
+        if not self.core.decoder.accept_images:  # say so before copying pixels nobody will look at
+            return self.core.record(
+                request,
+                Status.MODEL_MISMATCH,  # as the decoder classes an image payload it will not take
+                error="this server answers from features only; a goal's image needs the vision tower (load_vision)",
+            )
+        try:
+            rgb = image_msg_to_rgb(goal.image, self.config.max_image_pixels)
+        except ImageError as exc:
+            return self.core.record(request, Status.BAD_REQUEST, error=f"the goal's image: {exc}")
+        payload = self._goal_codec.encode(rgb)
+        return self.core.ask_with_frame(
+            request, adapters.goal_frame(goal, payload, self._goal_codec.format, request.camera, now)
+        )
 
     def _on_cancel(self, handle) -> CancelResponse:
         """A cancel request: refused once the answer is complete; else the answer ends CANCELED where it is."""
@@ -240,12 +267,19 @@ class ServerNode(Node):
             batch = self._batcher.take()
             if not batch:
                 continue
-            if self._stopping:
-                records = [self.core.abandon(job, "server shutting down") for job in batch]
-            else:
-                records = self.core.run_batch(batch, self._hooks)
-            for record, job in zip(records, batch):
-                self._deliver(record, job)
+            try:
+                if self._stopping:
+                    records = [self.core.abandon(job, "server shutting down") for job in batch]
+                else:
+                    records = self.core.run_batch(batch, self._hooks)
+            except Exception as exc:  # run_batch never raises; if that promise breaks, the worker still lives on
+                self.get_logger().error(f"a batch of {len(batch)} failed outside the core: {exc!r}")
+                records = [self.core.record(j.request, Status.INTERNAL_ERROR, j.frame, error=repr(exc)) for j in batch]
+            for record, job in zip(records, batch, strict=True):
+                try:
+                    self._deliver(record, job)
+                except Exception as exc:  # one answer that cannot be delivered must not cost the others theirs
+                    self.get_logger().error(f"delivering the answer to '{record.question_id}' failed: {exc!r}")
 
     def _feedback(self, goal: _Goal, text: str) -> None:
         goal.tokens += 1

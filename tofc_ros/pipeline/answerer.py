@@ -31,6 +31,7 @@ __all__ = [
     "ModelAnswerer",
     "PlaceholderAnswerer",
     "build_server",
+    "model_server",
 ]
 
 PLACEHOLDER_FORMAT = "placeholder-zstd/1"
@@ -170,7 +171,7 @@ class ModelAnswerer:
                 for i in rows:
                     out[i] = exc
             else:
-                for i, result in zip(rows, results):
+                for i, result in zip(rows, results, strict=True):
                     out[i] = Answered(result.text, result.stopped, int(result.token_ids.shape[0]))
         return out
 
@@ -219,11 +220,18 @@ def build_server(config) -> tuple[FrameDecoder, Answerer]:
         resolve_resource(config.model_path), dtype=config.dtype, device=config.device, load_vision=config.load_vision
     )
     codecs = [load_codec(str(resolve_resource(config.codec_path)), device=config.device)] if config.codec_path else []
-    decoder = FrameDecoder(
+    return model_server(
+        server_half,
         codecs,
-        server_half.spec,
-        server_half.fingerprint,
+        GenerationOptions(max_new_tokens=config.max_new_tokens),
         accept_images=config.load_vision,
         max_pixels=config.max_image_pixels,
     )
-    return decoder, ModelAnswerer(server_half, GenerationOptions(max_new_tokens=config.max_new_tokens))
+
+
+def model_server(server_half, codecs, options=None, *, accept_images: bool, max_pixels: int | None = None):
+    """(FrameDecoder, ModelAnswerer) around a loaded server half: the one place both are made, for the server node
+    (``build_server``) and offline evaluation (``eval.deployment``) alike."""
+    limits = {} if max_pixels is None else {"max_pixels": max_pixels}
+    decoder = FrameDecoder(codecs, server_half.spec, server_half.fingerprint, accept_images=accept_images, **limits)
+    return decoder, ModelAnswerer(server_half, options)

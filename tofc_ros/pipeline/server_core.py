@@ -220,7 +220,7 @@ class ServerCore:
                     results = batch_answer([task for _, task in tasks])
                 except Exception as exc:  # answer_batch should return failures, not raise them
                     results = [exc] * len(tasks)
-                for (i, _), result in zip(tasks, results):
+                for (i, _), result in zip(tasks, results, strict=True):  # a short list is a failure, not a gap
                     records[i] = self._answered(jobs[i], result, started, hooks)
             else:
                 for i, task in tasks:
