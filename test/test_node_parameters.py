@@ -13,6 +13,7 @@ import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
+import tofc_ros
 from tofc_ros.config import DemoClientConfig, DeviceConfig, ReplayConfig, ServerConfig, UplinkConfig
 from tofc_ros.nodes.demo_client import DemoClient, synthetic_frame
 from tofc_ros.nodes.device_node import DeviceNode
@@ -24,7 +25,8 @@ from conftest import wait_for
 from test_ros_nodes import Client
 from test_server_action import AskClient
 
-CONFIG_MODULE = str(Path(__file__).resolve().parents[1] / "tofc_ros" / "config.py")
+PACKAGE = Path(tofc_ros.__file__).resolve().parent
+CONFIG_MODULE = PACKAGE / "config.py"
 
 
 @contextlib.contextmanager
@@ -35,8 +37,8 @@ def traced(config_cls):
 
     def spy(self, name):
         if name in names:
-            caller = sys._getframe(1).f_code.co_filename
-            if "tofc_ros" in caller and not caller.endswith("config.py") and "<" not in caller:
+            caller = Path(sys._getframe(1).f_code.co_filename).resolve()
+            if caller.is_relative_to(PACKAGE) and caller != CONFIG_MODULE:
                 reads.add(name)
         return object.__getattribute__(self, name)
 

@@ -67,7 +67,7 @@ def test_temperature_schedule_is_exponential():
 
 def test_lambda_r_is_the_codec_rate(tiny_dir, tmp_path):
     tr = TofcTrainer(_cfg(tiny_dir, tmp_path, lam=0.01, balance_weight=0.5))
-    batch = tr._next_batch()
+    batch = [item for mb in tr._next_micro_batches() for item in mb]
     torch.manual_seed(0)
     terms = tr.loss_terms(batch, temperature=2.0)
     # Recompute the rate independently from the codec on the same merged features.

@@ -27,29 +27,42 @@ def test_link_serialises_messages_and_bounds_the_backlog():
 
 
 def test_relay_delays_by_size_over_rate_plus_latency(ros):
-    ros.add(
+    node = ros.add(
         UplinkNode(
             context=ros.context,
             parameter_overrides=[Parameter("rate_mbps", value=0.4), Parameter("latency_ms", value=100)],
         )
     )
+    scheduled = []  # (bytes, received at, due at) as the node asked its link model
+    transmit = node._link.transmit
+
+    def spy(size, now):
+        due = transmit(size, now)
+        scheduled.append((size, now, due))
+        return due
+
+    node._link.transmit = spy
     probe = ros.add(Node("uplink_probe", context=ros.context))
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub = probe.create_publisher(CompressedFeatures, "features_in", qos)
     got = []
     probe.create_subscription(CompressedFeatures, "features_out", lambda m: got.append((time.monotonic(), m)), qos)
     wait_for(lambda: pub.get_subscription_count() and probe.count_subscribers("features_out"))
-    sent = time.monotonic()
     for i in range(2):
         msg = CompressedFeatures(camera=f"c{i}")
         msg.payload = bytes(25_000)  # 0.5 s each at 0.4 Mbit/s
         pub.publish(msg)
     wait_for(lambda: len(got) == 2, timeout=30)
     assert [m.camera for _, m in got] == ["c0", "c1"] and len(got[1][1].payload) == 25_000
-    # Lower bounds only: a loaded machine delivers later, never earlier (the timing itself is the link model's,
-    # tested above without a clock).
-    assert got[0][0] - sent >= 0.6  # 0.5 s on the wire + 0.1 s latency
-    assert got[1][0] - sent >= 1.1  # waited for the first to leave the link
+    # The node schedules each whole serialised message (payload + CDR framing) on the link: the first after its
+    # own time on the wire plus latency, the second behind it. No clock verdict: the link's arithmetic on the
+    # times the node gave it, and delivery never before the scheduled time.
+    (size0, t0, due0), (size1, t1, due1) = scheduled
+    assert size0 == size1 > 25_000
+    wire = size0 * 8 / 0.4e6
+    assert due0 == pytest.approx(t0 + wire + 0.1)
+    assert due1 == pytest.approx(max(t1, t0 + wire) + wire + 0.1)
+    assert got[0][0] >= due0 and got[1][0] >= due1
 
 
 @pytest.mark.parametrize("device_reliability", ["reliable", "best_effort"])

@@ -52,10 +52,12 @@ class Deployment:
         self._halves: dict[str, tuple] = {}
         self._servers: dict[str, tuple] = {}
         self._codecs: dict[tuple, object] = {}
-        self._learned = {
-            p.model: [p.codec for p in points if p.kind == "features" and p.codec.endswith(".safetensors")]
-            for p in points
-        }
+        self._learned: dict[str, list[str]] = {}  # backbone -> its points' TOFC codecs, in order, once each
+        for p in points:
+            if p.kind == "features" and p.codec.endswith(".safetensors"):
+                self._learned.setdefault(p.model, [])
+                if p.codec not in self._learned[p.model]:
+                    self._learned[p.model].append(p.codec)
 
     def codec(self, point: Point):
         from tofc_ros.codec import load_codec
@@ -76,15 +78,11 @@ class Deployment:
         """(FrameDecoder, ModelAnswerer) of a backbone, as ``pipeline.answerer.build_server`` makes them."""
         if model not in self._servers:
             from tofc_ros.codec import load_codec
-            from tofc_ros.pipeline.answerer import ModelAnswerer
-            from tofc_ros.pipeline.decoder import FrameDecoder
+            from tofc_ros.pipeline.answerer import model_server
 
             _, srv = self.halves(model)
-            codecs = [load_codec(c) for c in dict.fromkeys(self._learned.get(model, []))]
-            self._servers[model] = (
-                FrameDecoder(codecs, srv.spec, srv.fingerprint, accept_images=True),
-                ModelAnswerer(srv, self.options),
-            )
+            codecs = [load_codec(c) for c in self._learned.get(model, [])]
+            self._servers[model] = model_server(srv, codecs, self.options, accept_images=True)
         return self._servers[model]
 
     def encoder(self, point: Point):

@@ -138,11 +138,12 @@ class DeviceNode(Node):
             sent_ns=self.get_clock().now().nanoseconds,
         )
         self._pub.publish(out)
-        if self._debug is not None and encoded.clusters is not None:
-            self._publish_overlay(rgb, msg.header, encoded.clusters)
+        # Counted before the overlay: a failing debug image must not make the next frame reuse this sequence number.
         self._sequence[camera] += 1
         self.counters.add("published")
         self.counters.add("bytes_published", len(encoded.payload))
+        if self._debug is not None and encoded.clusters is not None:
+            self._publish_overlay(rgb, msg.header, encoded.clusters)
 
     def _publish_overlay(self, rgb, header, clusters) -> None:
         overlay = cluster_overlay(rgb, self._encoder.device_half.spec, *clusters)

@@ -47,6 +47,7 @@ from tofc_ros.nodes.parameters import ParameterError, declare_config, qos
 from tofc_ros.pipeline.records import stamp_ns
 
 EXIT_UNANSWERED = 1
+_SETTLE_S = 0.5  # after the graph is seen, time for the other side to discover our publishers
 
 
 def _auto(value: str) -> str:
@@ -126,6 +127,7 @@ class ReplayNode(Node):
         self.writer = BackgroundBagWriter(bag_out, cfg.storage)
 
         self._started: float | None = None
+        self._settle_until: float | None = None
         self._startup_deadline = time.monotonic() + cfg.startup_timeout_s
         self.asked_ids: set[str] = set()
         self.duplicate_answers = 0
@@ -217,9 +219,13 @@ class ReplayNode(Node):
             return
         if self._started is None:
             if self._ready():
-                time.sleep(0.5)  # the other side's discovery of our publishers settles too
-                self._started = time.monotonic()
-                self.get_logger().info("graph is up; replay starts")
+                # The other side's discovery of our publishers settles too: start _SETTLE_S after the graph is seen
+                # (counted here, never slept: the timer callback must not block the executor).
+                if self._settle_until is None:
+                    self._settle_until = time.monotonic() + _SETTLE_S
+                if time.monotonic() >= self._settle_until:
+                    self._started = time.monotonic()
+                    self.get_logger().info("graph is up; replay starts")
             elif time.monotonic() > self._startup_deadline:
                 self.failed = (
                     f"no device/server subscribed to {self._images.topic_name} and "

@@ -398,11 +398,10 @@ class TofcTrainer:
         del self.order[: cfg.batch_images]
         return idx
 
-    def _next_batch(self):
-        """This process's images of the next step (all micro-batches)."""
-        idx = self._global_batch()
-        mine = micro_batches(idx, self.processes, self.rank, self.cfg.grad_accum)
-        return [self.train[i] for mb in mine for i in mb]
+    def _next_micro_batches(self) -> list[list]:
+        """This process's images of the next step, as its micro-batches."""
+        mine = micro_batches(self._global_batch(), self.processes, self.rank, self.cfg.grad_accum)
+        return [[self.train[i] for i in mb] for mb in mine]
 
     def _autocast(self):
         mp = self.cfg.mixed_precision
@@ -531,8 +530,7 @@ class TofcTrainer:
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * lr_scale
         temp = self.temperature()
-        idx = self._global_batch()
-        mine = [[self.train[i] for i in mb] for mb in micro_batches(idx, self.processes, self.rank, cfg.grad_accum)]
+        mine = self._next_micro_batches()
         # The step's normalisers, before any forward pass: answer tokens by tokenization, summed over processes.
         n_full = min(cfg.full_feature_images, len(mine[0]))
         elements = sum(self._coded_values(it) for mb in mine for it in mb) if cfg.rate_unit == "element" else 0
@@ -546,9 +544,9 @@ class TofcTrainer:
             device=self.device,
         )
         _all_sum(counts)
-        norm = {"tokens": float(counts[0]), "images": len(idx), "micro": cfg.grad_accum}
+        norm = {"tokens": float(counts[0]), "images": cfg.batch_images, "micro": cfg.grad_accum}
         norm["full_tokens"] = max(float(counts[1]), 1.0)
-        norm["rate"] = float(counts[2]) if cfg.rate_unit == "element" else len(idx)
+        norm["rate"] = float(counts[2]) if cfg.rate_unit == "element" else cfg.batch_images
         self.opt.zero_grad(set_to_none=True)
         # ce, tokens, bits, images, hits, questions, balance, full ce, full tokens, coded values: summed over
         # micro-steps and processes
