@@ -9,7 +9,7 @@ Modes (each answers the same questions with the same model, through the deployed
 encoder, the server node's decoder and answerer, see ``eval.deployment``):
     tofc        device: vision tower + DPC-KNN (n_c) + TOFC encode        server: decode + projector + LLM
     jpeg q / webp q   device: image encode                                server: image decode + vision tower + LLM
-    raw image   device: rgb8 container (H·W·3 bytes + 68)                 server: vision tower + LLM
+    raw image   device: rgb8 container (H·W·3 bytes + 72)                 server: vision tower + LLM
 Device and server times are medians measured on *this* machine (both halves run here, one after the other); the
 transfer term is payload bytes × 8 / rate (no protocol overhead, no propagation delay). The LLM time is one greedy
 ``ModelAnswerer.answer`` per question (prefill + answer tokens).

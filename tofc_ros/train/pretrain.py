@@ -154,8 +154,8 @@ class PretrainConfig:
     threads: int = 0  # torch threads (0: default)
     init_from: str | None = None  # continue from a saved model directory instead of a fresh initialisation
     vision_from: str | None = None  # fresh model, but the vision tower copied from a saved model directory
-    # Train on merged tokens (train.merge.MERGE_METHODS; "none": all 729 per tile). A curriculum: a model first
-    # trained on n_c cluster means per tile, then fine-tuned on full tokens with ``init_from``.
+    # Train on merged tokens (train.differentiable_merge.MERGE_METHODS; "none": all 729 per tile). A curriculum: a
+    # model first trained on n_c cluster means per tile, then fine-tuned on full tokens with ``init_from``.
     merge: str = "none"
     n_c: int = 32
     train_vision: bool = True  # False: the vision tower keeps its initial weights (projector + LM train)
