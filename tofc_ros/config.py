@@ -22,8 +22,8 @@ import yaml
 _RELIABILITY = ("reliable", "best_effort")
 _CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "rgb8", "placeholder-zstd")
 _DTYPES = ("fp32", "bf16", "fp16")
-_DEFAULT_MODEL = "package://tofc_ros/models/easyvqa-tiny-ov"
-_DEFAULT_CODEC = "package://tofc_ros/models/easyvqa-tiny-ov/tofc_codec.safetensors"
+_DEFAULT_MODEL = "package://tofc_ros/models/scenes-tiny-ov"
+_DEFAULT_CODEC = "package://tofc_ros/models/scenes-tiny-ov/tofc_codec.safetensors"
 
 
 def param(
