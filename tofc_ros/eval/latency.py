@@ -32,7 +32,7 @@ import torch
 from tofc_ros.eval.deployment import Deployment, Point
 from tofc_ros.eval.rate_accuracy import test_items
 
-__all__ = ["measure", "model_latency", "main"]
+__all__ = ["measure", "model_latency", "plot_latency", "main"]
 
 
 def _ms(t0: float) -> float:
@@ -99,7 +99,8 @@ def model_latency(measured: dict, rates_mbps=(1.0, 10.0, 100.0)) -> dict:
     return out
 
 
-def _plot(model: dict, path: Path) -> None:
+def plot_latency(model: dict, path: Path, title: str | None = None) -> None:
+    """Stacked bars (device / transfer / server) per mode, one panel per uplink rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +121,9 @@ def _plot(model: dict, path: Path) -> None:
         ax.set_title(f"uplink {rate}")
         ax.set_ylabel("ms per question")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle("Latency model: measured device/server times (2-core CPU, this machine) + bytes/uplink", fontsize=9)
+    fig.suptitle(
+        title or "Latency model: measured device/server times (2-core CPU, this machine) + bytes/uplink", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": lat,
     }
     (out / "latency.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    _plot(lat, out / "latency.png")
+    plot_latency(lat, out / "latency.png")
     print(json.dumps(data, indent=2))
     return 0
 
