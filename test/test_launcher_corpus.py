@@ -5,7 +5,7 @@ tools/jazzy_launch_corpus.py; here the runner resolves the same launch file with
 and environment, in the same kind of install prefix, and must give the same processes (command
 lines, temporary parameter files' contents, environment, working directory, on_exit) or fail where
 Jazzy fails. A case with ``runner_error`` is one the runner refuses on purpose (documented in
-docs_launch_behaviour.md).
+docs/launch.md).
 """
 
 import re

@@ -23,7 +23,7 @@ substitutions. Semantics follow launch 3.4 / launch_ros 0.26 for the supported t
   through a temporary params file keyed ``<ns>/<name>`` when both are known, else ``/**``, its value
   typed as :mod:`.params` describes.
 
-Deliberate differences (see docs_launch_behaviour.md): a ``<param from=>`` file that does not exist is
+Deliberate differences (see docs/launch.md): a ``<param from=>`` file that does not exist is
 an error (launch_ros warns and starts the node without it), and ``$(eval)`` evaluates only literals and
 operators, never code.
 """
