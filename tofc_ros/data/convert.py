@@ -98,14 +98,9 @@ def to_llava(
         stem = _image_name(source, item)
         rel = f"images/{stem}.png"
         _save_png(item.rgb(), out_dir / rel)
-        qa = list(zip(item.questions, item.answers))
-        step = max_turns or len(qa)
-        for part, start in enumerate(range(0, len(qa), step)):
-            conv = []
-            for k, (q, a) in enumerate(qa[start : start + step]):
-                conv.append({"from": "human", "value": f"{llava_format.IMAGE_MARKER}\n{q}" if k == 0 else q})
-                conv.append({"from": "gpt", "value": a})
-            rid = stem if step >= len(qa) else f"{stem}_{part}"
+        parts = llava_format.conversations(list(zip(item.questions, item.answers)), max_turns)
+        for part, conv in enumerate(parts):
+            rid = stem if len(parts) == 1 else f"{stem}_{part}"
             records.append({"id": rid, "image": rel, "conversations": conv, "category": source})
     return llava_format.write_llava(records, out_dir / f"{name}.{'jsonl' if jsonl else 'json'}")
 

@@ -42,6 +42,7 @@ __all__ = [
     "LlavaFormatError",
     "LlavaItem",
     "LlavaData",
+    "conversations",
     "load_llava",
     "read_image",
     "write_llava",
@@ -254,6 +255,20 @@ def load_llava(
     if not items:
         raise LlavaFormatError(f"{path}: no records with an image")
     return LlavaData(items=items, skipped_text_only=skipped, source=str(path))
+
+
+def conversations(qa: list[tuple[str, str]], max_turns: int | None = None) -> list[list[dict]]:
+    """One image's (question, answer) pairs as LLaVA conversations of at most ``max_turns`` turns each (None: one
+    conversation), ``<image>`` in each conversation's first human turn."""
+    step = max_turns or len(qa) or 1
+    out = []
+    for start in range(0, len(qa), step):
+        conv = []
+        for k, (q, a) in enumerate(qa[start : start + step]):
+            conv.append({"from": "human", "value": f"{IMAGE_MARKER}\n{q}" if k == 0 else q})
+            conv.append({"from": "gpt", "value": a})
+        out.append(conv)
+    return out
 
 
 def write_llava(records: list[dict], out: str | os.PathLike) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tofc_ros.data.llava_format import IMAGE_MARKER, write_llava
+from tofc_ros.data.llava_format import conversations, write_llava
 from tofc_ros.eval.replay.bags import BagError, Frame, read_replay_bag
 from tofc_ros.eval.replay.questions import load_questions_file, questions_for, sidecar_path
 
@@ -105,14 +105,9 @@ def bag_to_llava(
         frame = recorded.frames[index]
         rel = f"images/{stem}_{frame.stamp_ns}.png"
         _save_png(decode(frame), out / rel)
-        qa = turns[index]
-        step = max_turns or len(qa)
-        for part, start in enumerate(range(0, len(qa), step)):
-            conv = []
-            for k, (q, a) in enumerate(qa[start : start + step]):
-                conv.append({"from": "human", "value": f"{IMAGE_MARKER}\n{q}" if k == 0 else q})
-                conv.append({"from": "gpt", "value": a})
-            rid = f"{stem}-{frame.stamp_ns}" + (f"-{part}" if step < len(qa) else "")
+        parts = conversations(turns[index], max_turns)
+        for part, conv in enumerate(parts):
+            rid = f"{stem}-{frame.stamp_ns}" + (f"-{part}" if len(parts) > 1 else "")
             records.append({"id": rid, "image": rel, "conversations": conv, "category": stem})
     path = write_llava(records, out / f"{name}.json")
     return BagConversion(path, len(records), sum(len(v) for v in turns.values()), without_answer, without_frame)
