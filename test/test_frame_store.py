@@ -69,3 +69,27 @@ def test_on_demand_encodes_the_nearest_frame_once_and_bounds_history():
     assert store.poll() == ("a", 40, "f40")
     assert store.poll() is None
     assert store.request("zzz", 1, 0) is False
+
+
+def test_an_adaptive_store_switches_modes_without_losing_its_history():
+    clock = FakeClock()
+    store = FrameStore(["a"], history=3, min_period_s=0.0, clock=clock, continuous=False)
+    store.put("a", 1, "f1")
+    assert store.poll() is None  # on demand: nothing encoded unasked
+    store.request("a", 1, 0)
+    store.set_continuous(True)  # waiting requests go: continuous frames reach the server anyway
+    assert store.poll() is None
+    store.put("a", 2, "f2")
+    assert store.poll() == ("a", 2, "f2")
+    store.put("a", 3, "f3")
+    store.set_continuous(False)  # the pending frame goes; the history stays for requests
+    assert store.poll() is None
+    store.request("a", 2, 0)  # already sent while continuous: the server has it
+    store.request("a", 3, 0)
+    assert store.poll() == ("a", 3, "f3")
+    try:
+        FrameStore(["a"], history=0, min_period_s=0.0, continuous=False)
+    except ValueError as exc:
+        assert "history" in str(exc)
+    else:
+        raise AssertionError("on demand without a history must be refused")

@@ -57,7 +57,13 @@ def _unread(config_cls, reads):
     return sorted({f.name for f in dataclasses.fields(config_cls)} - reads)
 
 
-def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_path):
+def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_path, tmp_path):
+    from tofc_msgs.msg import Answer, Question
+    from tofc_ros.codec import load_codec
+    from tofc_ros.codec.points import OperatingPoint, OperatingPoints
+
+    bundle = tmp_path / "points.safetensors"
+    OperatingPoints([OperatingPoint("t8", "tofc/1", 8, learned=0)], [load_codec(str(tiny_codec_path))]).save(bundle)
     with traced(DeviceConfig) as reads:
         client = Client(ros)
         # TOFC, continuous: the model, codec and merging parameters; a camera frame.
@@ -81,6 +87,18 @@ def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
             )
         )
         on_demand._on_question(type("Q", (), {"camera": "", "image_stamp": type("T", (), {"sec": 0, "nanosec": 0})}))
+        # Adaptive: the bundle, the policy's parameters, the answers subscription; a question and an answer.
+        adaptive = ros.add(
+            DeviceNode(
+                context=ros.context,
+                namespace="ad",
+                parameter_overrides=_params(
+                    mode="adaptive", model_path=str(tiny_model_dir), operating_points=str(bundle)
+                ),
+            )
+        )
+        adaptive._on_question(Question(camera="front"))
+        adaptive._on_answer(Answer(camera="front", status=Answer.STATUS_OK, transfer_ms=5.0, server_ms=3.0))
     assert _unread(DeviceConfig, reads) == []
 
 

@@ -10,9 +10,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from tofc_msgs.msg import CompressedFeatures
+from tofc_ros.nodes.entry import StartupError
 from tofc_ros.nodes.parameters import qos
 from tofc_ros.nodes.uplink_node import UplinkNode
-from tofc_ros.pipeline.uplink import Link
+from tofc_ros.pipeline.uplink import Link, RateTrace
 
 from conftest import wait_for
 
@@ -91,3 +92,57 @@ def test_shutdown_joins_the_delivery_thread_with_messages_still_queued(ros):
     ros.nodes.remove(node)
     node.destroy_node()
     assert not node._thread.is_alive()  # joined: it can never publish after its publisher is gone
+
+
+def test_rate_trace_parses_text_and_files_and_refuses_bad_ones(tmp_path):
+    trace = RateTrace.parse("0:50, 30:2, 60:10, 90:0.5")
+    assert trace.starts == (0.0, 30.0, 60.0, 90.0) and trace.rates == (50.0, 2.0, 10.0, 0.5)
+    f = tmp_path / "trace.txt"
+    f.write_text("# offset_s, rate_mbps\n0,50\n30, 2  # the cellular part\n", encoding="utf-8")
+    assert RateTrace.parse(str(f)) == RateTrace((0.0, 30.0), (50.0, 2.0))
+    for bad, fragment in [
+        ("5:10", "starts at offset 0"),
+        ("0:10, 20:5, 10:1", "must increase"),
+        ("0:-1", ">= 0"),
+        ("0:10:3", "not offset_s:rate_mbps"),
+        ("0:fast", "not two numbers"),
+        (str(tmp_path / "missing"), "neither"),
+    ]:
+        with pytest.raises(ValueError, match=fragment):
+            RateTrace.parse(bad)
+
+
+def test_a_message_crossing_segments_leaves_at_each_segments_rate():
+    link = Link(rate_mbps=1.0, latency_s=0.05, trace=RateTrace((0.0, 1.0, 3.0), (8.0, 0.0, 4.0)), origin=100.0)
+    # 1.5 MB = 12 Mbit: 8 Mbit in the first second, nothing while dead (1 s .. 3 s), the last 4 Mbit in 1 s at 4
+    assert link.transmit(1_500_000, now=100.0) == pytest.approx(104.0 + 0.05)
+    assert link.rate_at(101.5) == 0.0 and link.rate_at(250.0) == 4.0
+    # the next message waits behind it (3.5 s, within the 10 s backlog), then 4 Mbit at 4 Mbit/s
+    assert link.transmit(500_000, now=100.5) == pytest.approx(105.0 + 0.05)
+    dead = Link(rate_mbps=1.0, trace=RateTrace((0.0, 1.0), (1.0, 0.0)))
+    assert dead.transmit(100_000, now=0.0) == pytest.approx(0.8)  # 0.8 Mbit fits in the live second
+    assert dead.transmit(100_000, now=0.0) is None  # would need bits after the link died for ever: dropped
+
+
+def test_relay_follows_its_rate_trace_and_reports_per_segment(ros):
+    node = ros.add(
+        UplinkNode(
+            context=ros.context,
+            parameter_overrides=[Parameter("rate_trace", value="0:1000, 3600:0.001"), Parameter("latency_ms", value=0)],
+        )
+    )
+    assert node._link.trace.rates == (1000.0, 0.001)
+    probe = ros.add(Node("uplink_trace_probe", context=ros.context))
+    pub = probe.create_publisher(CompressedFeatures, "features_in", qos("reliable", 10))
+    got = []
+    probe.create_subscription(CompressedFeatures, "features_out", got.append, qos("reliable", 10))
+    wait_for(lambda: pub.get_subscription_count() and probe.count_subscribers("features_out"))
+    pub.publish(CompressedFeatures(camera="x", payload=bytes(1000)))
+    wait_for(lambda: got)
+    status = wait_for(lambda: node._status()["delivered_per_segment"].startswith("1 msgs"))  # trace starts at it
+    assert status and node._status()["rate_mbps"] == 1000.0 and node._status()["segment"] == 0
+
+
+def test_a_bad_rate_trace_stops_the_relay_with_a_clear_error(ros):
+    with pytest.raises(StartupError, match="rate_trace.*must increase"):
+        UplinkNode(context=ros.context, parameter_overrides=[Parameter("rate_trace", value="0:1, 0:2")])

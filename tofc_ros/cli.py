@@ -7,6 +7,8 @@
     tofc train --config C [--processes N] [--resume] [--only NAME] [--set k=v]   Algorithm 1 (one run or a sweep)
     tofc eval --model M --tofc RUN [--data-file F.tsv|F.json] [--jpeg Q,..]      rate-accuracy, per category
     tofc latency ...                                            the latency model
+    tofc points --model M --codec C --point name=..,codec=.. --out F   an adaptive device's operating points
+    tofc adaptive [--trace T] [--budget-ms B]                   adaptive points closed loop under a rate trace
     tofc replay BAG [name:=value ...]                           the device → server graph replaying a rosbag
     tofc reanswer --bag B --out DIR                             re-answer recorded features offline
     tofc launch PACKAGE FILE [name:=value ...]                  the launch-file runner
@@ -37,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("tofc_ros.cli", "train", "Algorithm 1 (TOFC): LoRA + codec, one run or a sweep, several processes"),
     "eval": ("tofc_ros.eval.rate_accuracy", "main", "rate-accuracy through the deployed encoder/decoder/answerer"),
     "latency": ("tofc_ros.eval.latency", "main", "device, transfer and server latency per operating point"),
+    "points": ("tofc_ros.eval.points_bundle", "main", "write an operating-point bundle for an adaptive device"),
+    "adaptive": ("tofc_ros.eval.adaptive", "main", "adaptive operating points under a rate trace, closed loop"),
     "replay": ("tofc_ros.cli", "replay", "replay a rosbag through the live device → server graph"),
     "reanswer": ("tofc_ros.cli", "reanswer", "re-answer a bag of recorded features offline"),
     "launch": ("tofc_ros.launcher.cli", "main", "run a ROS 2 launch file (where ros2 launch is absent)"),

@@ -24,6 +24,7 @@ _CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "rgb8", "p
 _DTYPES = ("fp32", "bf16", "fp16")
 _DEFAULT_MODEL = "package://tofc_ros/models/scenes-tiny-ov"
 _DEFAULT_CODEC = "package://tofc_ros/models/scenes-tiny-ov/tofc_codec.safetensors"
+_DEFAULT_POINTS = "package://tofc_ros/models/scenes-tiny-ov/operating_points.safetensors"
 
 
 def param(
@@ -138,8 +139,10 @@ class DeviceConfig(_Validated):
     mode: str = param(
         "continuous",
         "'continuous': encode each camera's newest frame at most max_rate_hz times a second; "
-        "'on_demand': encode only the frame nearest a question's image_stamp (questions arrive on `questions`)",
-        choices=("continuous", "on_demand"),
+        "'on_demand': encode only the frame nearest a question's image_stamp (questions arrive on `questions`); "
+        "'adaptive': per frame the richest operating point of `operating_points` that fits latency_budget_ms, "
+        "continuous while questions are frequent, on demand otherwise (answers arrive on `answers`)",
+        choices=("continuous", "on_demand", "adaptive"),
     )
     on_demand_history: int = param(10, "On-demand mode: recent frames kept per camera to choose from", low=1, high=1000)
     stamp_tolerance_s: float = param(
@@ -172,6 +175,54 @@ class DeviceConfig(_Validated):
         "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; only its vision tower is loaded",
     )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights (.safetensors) for codec 'tofc'")
+    operating_points: str = param(
+        _DEFAULT_POINTS, "Adaptive mode: operating-point bundle (.safetensors, richest point first)"
+    )
+    latency_budget_ms: float = param(
+        1000.0,
+        "Adaptive mode: answer latency the chosen point must fit (device + uplink + server)",
+        low=1.0,
+        high=3_600_000.0,
+    )
+    adapt_up_margin: float = param(
+        0.2, "Adaptive mode: a richer point must fit the budget with this fraction to spare", low=0.0, high=0.95
+    )
+    adapt_up_hold: int = param(
+        3, "Adaptive mode: decisions a richer point must fit before it is taken", low=1, high=1000
+    )
+    speculate_on_hz: float = param(
+        0.5, "Adaptive mode: encode continuously from this question rate (questions/s) up", low=0.0, high=1000.0
+    )
+    speculate_off_hz: float = param(
+        0.2, "Adaptive mode: back to on-demand encoding below this question rate", low=0.0, high=1000.0
+    )
+    question_rate_window_s: float = param(
+        10.0, "Adaptive mode: the question rate is counted over this window", low=0.1, high=3600.0
+    )
+    burst_memory_s: float = param(
+        60.0,
+        "Adaptive mode: the server's queue is predicted at the highest question rate of this long a past (a frame "
+        "sent in a quiet spell must survive the next burst)",
+        low=0.1,
+        high=86_400.0,
+    )
+    link_prior_mbps: float = param(
+        10.0, "Adaptive mode: uplink rate assumed before any answer", low=0.001, high=100_000.0
+    )
+    link_prior_delay_ms: float = param(
+        20.0, "Adaptive mode: one-way uplink delay assumed at first", low=0.0, high=60_000.0
+    )
+    link_window: int = param(5, "Adaptive mode: recent transfers the rate estimate is the median of", low=1, high=1000)
+    loss_after_s: float = param(
+        5.0,
+        "Adaptive mode: an awaited frame unanswered this long counts as lost (the link estimate drops)",
+        low=0.01,
+        high=3600.0,
+    )
+    answers_qos_reliability: str = param(
+        "reliable", "Adaptive mode: answers subscription reliability", choices=_RELIABILITY
+    )
+    answers_qos_depth: int = param(100, "Adaptive mode: answers subscription depth", low=1, high=100_000)
     n_clusters: int = param(
         16, "Merged features per tile (DPC-KNN n_c); 0 sends every token unmerged", low=0, high=4096
     )
@@ -222,6 +273,9 @@ class ServerConfig(_Validated):
         "the vision tower is loaded only with load_vision",
     )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights accepted (empty: feature/image baselines only)")
+    operating_points: str = param(
+        "", "Operating-point bundle of adaptive devices (.safetensors): its learned codecs are accepted too"
+    )
     load_vision: bool = param(False, "Also load the vision tower, to answer JPEG/WebP image payloads")
     max_new_tokens: int = param(16, "Longest answer in tokens", low=1, high=4096)
     device: str = param("cpu", "Torch device of the model ('cpu', 'cuda', 'cuda:1')")
@@ -284,7 +338,13 @@ class ServerConfig(_Validated):
 class UplinkConfig(_Validated):
     """Parameters of the uplink emulator node."""
 
-    rate_mbps: float = param(10.0, "Link rate in Mbit/s", low=0.001, high=100_000.0)
+    rate_mbps: float = param(10.0, "Link rate in Mbit/s (without rate_trace)", low=0.001, high=100_000.0)
+    rate_trace: str = param(
+        "",
+        "Rate over time instead of rate_mbps: 'offset_s:rate_mbps, ...' (e.g. '0:50, 30:2, 60:10, 90:0.5'; 0 is "
+        "a dead link) or a file of such pairs, one per line; offsets count from the first message relayed; '' or "
+        "'none': off",
+    )
     latency_ms: float = param(20.0, "One-way latency in milliseconds", low=0.0, high=60_000.0)
     max_backlog_s: float = param(
         10.0, "Longest queued transmission time before messages are dropped", low=0.0, high=3600.0

@@ -4,7 +4,8 @@ Threads: the executor thread only stores frames (sensor-data QoS, depth 1) in a 
 thread encodes and publishes. Continuous mode encodes each camera's newest frame at most `max_rate_hz` times a
 second: frames that arrive while the worker is busy replace each other and are counted as dropped, so nothing
 queues without bound. On-demand mode keeps a short history per camera and encodes the frame nearest each
-question's image_stamp.
+question's image_stamp. Adaptive mode picks an operating point of a bundle per frame and switches between the
+two by the question rate (pipeline/adaptive.py holds the policy; this node only feeds it events and its clock).
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from tofc_msgs.msg import CompressedFeatures, Question
+from tofc_msgs.msg import Answer, CompressedFeatures, Question
 from tofc_ros.config import DeviceConfig
 from tofc_ros.nodes import adapters
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
 from tofc_ros.nodes.entry import StartupError, run_node
 from tofc_ros.nodes.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from tofc_ros.nodes.parameters import declare_config, qos
-from tofc_ros.pipeline.encoder import FrameEncoder, make_encoder
+from tofc_ros.pipeline.adaptive import AdaptiveController, priors, settings_from_config
+from tofc_ros.pipeline.encoder import FrameEncoder, make_encoder, make_point_encoders
 from tofc_ros.pipeline.frame_store import FrameStore
 from tofc_ros.pipeline.overlay import cluster_overlay
+from tofc_ros.pipeline.records import Status
 
 
 class DeviceNode(Node):
@@ -37,8 +40,16 @@ class DeviceNode(Node):
         super().__init__("device_node", **kwargs)
         self.config: DeviceConfig = declare_config(self, DeviceConfig)
         cfg = self.config
+        adaptive = cfg.mode == "adaptive"
+        self._adaptive: AdaptiveController | None = None
+        self._adaptive_lock = threading.Lock()
         try:
-            self._encoder = encoder or make_encoder(cfg)
+            if adaptive:
+                bundle, self._encoders = make_point_encoders(cfg)
+                self._adaptive = AdaptiveController(priors(bundle), settings_from_config(cfg))
+                self._encoder = self._encoders[0]
+            else:
+                self._encoder = encoder or make_encoder(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
         self.counters = Counters(
@@ -53,9 +64,12 @@ class DeviceNode(Node):
             "encode_errors",
             "internal_errors",
         )
-        on_demand = cfg.mode == "on_demand"
+        on_demand = cfg.mode != "continuous"
         self._store = FrameStore(
-            list(cfg.cameras), history=cfg.on_demand_history if on_demand else 0, min_period_s=1.0 / cfg.max_rate_hz
+            list(cfg.cameras),
+            history=cfg.on_demand_history if on_demand else 0,
+            min_period_s=1.0 / cfg.max_rate_hz,
+            continuous=not on_demand,
         )
         self._sequence = dict.fromkeys(cfg.cameras, 0)
         self._stride = dict.fromkeys(cfg.cameras, 0)
@@ -76,11 +90,20 @@ class DeviceNode(Node):
             self.create_subscription(
                 Question, "questions", self._on_question, qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
             )
-        self._diagnostics = DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s)
+        if adaptive:
+            self.create_subscription(
+                Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth)
+            )
+            self.create_timer(0.25, self._update_mode)  # the question rate also falls while no question comes
+        self._diagnostics = DiagnosticsPublisher(
+            self, self.counters, cfg.diagnostics_period_s, extra=self._adaptive_status if adaptive else None
+        )
         self._worker = threading.Thread(target=self._run, name="device-encoder", daemon=True)
         self._worker.start()
         topics = ", ".join(f"{c}: {s.topic_name}" for c, s in self._subs.items())
-        rate = "on demand" if on_demand else f"≤ {cfg.max_rate_hz} Hz per camera"
+        rate = {"continuous": f"≤ {cfg.max_rate_hz} Hz per camera", "on_demand": "on demand"}.get(
+            cfg.mode, f"adaptive: {len(self._encoders) if adaptive else 0} points, {cfg.latency_budget_ms} ms budget"
+        )
         self.get_logger().info(f"{cfg.image_format} images ({topics}) → {self._pub.topic_name} ({cfg.codec}, {rate})")
 
     def _on_image(self, camera: str, msg) -> None:
@@ -95,10 +118,36 @@ class DeviceNode(Node):
     def _on_question(self, msg: Question) -> None:
         self.counters.add("requests")
         camera = msg.camera or self.config.cameras[0]
+        if self._adaptive is not None:
+            with self._adaptive_lock:
+                self._adaptive.question(time.monotonic(), camera, adapters.stamp_ns(msg.image_stamp))
+            self._update_mode()
         if not self._store.request(
             camera, adapters.stamp_ns(msg.image_stamp), int(self.config.stamp_tolerance_s * 1e9)
         ):
             self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
+
+    def _on_answer(self, msg: Answer) -> None:
+        """Adaptive mode: what the server measured of a frame (transfer, server time) or that it never came."""
+        with self._adaptive_lock:
+            self._adaptive.answered(
+                time.monotonic(),
+                msg.camera,
+                adapters.stamp_ns(msg.image_stamp),
+                ok=msg.status == Status.OK,
+                no_frame=msg.status == Status.NO_FRAME,
+                transfer_ms=msg.transfer_ms,
+                server_ms=msg.server_ms,
+            )
+
+    def _update_mode(self) -> None:
+        with self._adaptive_lock:
+            continuous = self._adaptive.speculative(time.monotonic())
+        self._store.set_continuous(continuous)
+
+    def _adaptive_status(self) -> dict[str, object]:
+        with self._adaptive_lock:
+            return self._adaptive.snapshot(time.monotonic())
 
     def _run(self) -> None:
         while not self._store.closed and rclpy.ok(context=self.context):
@@ -123,8 +172,21 @@ class DeviceNode(Node):
             self.counters.error("frames_refused", str(exc))
             self.get_logger().warning(f"frame refused: {exc}", throttle_duration_sec=5.0)
             return
+        encoder, choice = self._encoder, None
+        if self._adaptive is not None:
+            with self._adaptive_lock:
+                previous = self._adaptive.current
+                choice = self._adaptive.choose(time.monotonic())
+                link = self._adaptive.link
+            encoder = self._encoders[choice.index]
+            if choice.index != previous:
+                self.get_logger().info(
+                    f"operating point {choice.name}: predicted {choice.predicted_ms:.0f} ms of "
+                    f"{cfg.latency_budget_ms:g} (link {link.rate_mbps:.3g} Mbit/s, {link.delay_ms:.0f} ms"
+                    f"{'; nothing fits' if choice.starved else ''}{'; speculative' if choice.speculative else ''})"
+                )
         try:
-            encoded = self._encoder.encode(rgb)
+            encoded = encoder.encode(rgb)
         except Exception as exc:  # a failing model must not take the node down; diagnostics show it
             self.counters.error("encode_errors", repr(exc))
             self.get_logger().error(f"encoding failed: {exc!r}", throttle_duration_sec=5.0)
@@ -138,15 +200,20 @@ class DeviceNode(Node):
             sent_ns=self.get_clock().now().nanoseconds,
         )
         self._pub.publish(out)
+        if choice is not None:
+            with self._adaptive_lock:
+                self._adaptive.sent(
+                    time.monotonic(), camera, stamp_ns, choice.index, len(encoded.payload), out.device_ms
+                )
         # Counted before the overlay: a failing debug image must not make the next frame reuse this sequence number.
         self._sequence[camera] += 1
         self.counters.add("published")
         self.counters.add("bytes_published", len(encoded.payload))
         if self._debug is not None and encoded.clusters is not None:
-            self._publish_overlay(rgb, msg.header, encoded.clusters)
+            self._publish_overlay(rgb, msg.header, encoded.clusters, encoder)
 
-    def _publish_overlay(self, rgb, header, clusters) -> None:
-        overlay = cluster_overlay(rgb, self._encoder.device_half.spec, *clusters)
+    def _publish_overlay(self, rgb, header, clusters, encoder) -> None:
+        overlay = cluster_overlay(rgb, encoder.device_half.spec, *clusters)
         self._debug.publish(adapters.image_msg(overlay, header))
 
     def destroy_node(self) -> None:

@@ -220,6 +220,12 @@ def build_server(config) -> tuple[FrameDecoder, Answerer]:
         resolve_resource(config.model_path), dtype=config.dtype, device=config.device, load_vision=config.load_vision
     )
     codecs = [load_codec(str(resolve_resource(config.codec_path)), device=config.device)] if config.codec_path else []
+    if config.operating_points:  # an adaptive device's bundle: the server decodes every point of it
+        from tofc_ros.codec.points import OperatingPoints
+
+        held = {c.fingerprint for c in codecs}
+        bundle = OperatingPoints.load(resolve_resource(config.operating_points), device=config.device)
+        codecs += [c for c in bundle.learned_codecs() if c.fingerprint not in held]
     return model_server(
         server_half,
         codecs,

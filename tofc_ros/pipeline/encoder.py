@@ -18,7 +18,7 @@ import numpy as np
 
 from tofc_ros.pipeline.records import DeviceTimings, EncodedFrame
 
-__all__ = ["FrameEncoder", "FeatureEncoder", "ImageEncoder", "codec_from_config", "make_encoder"]
+__all__ = ["FrameEncoder", "FeatureEncoder", "ImageEncoder", "codec_from_config", "make_encoder", "point_encoders"]
 
 
 class FrameEncoder(Protocol):
@@ -127,6 +127,21 @@ def codec_from_config(config):
     return load_codec(config.codec, **options[config.codec])
 
 
+def point_encoders(bundle, device_half=None, k: int = 5, keep_clusters: bool = False) -> list[FrameEncoder]:
+    """One encoder per operating point of a bundle (``codec.points.OperatingPoints``), in its order; feature points
+    share one vision tower (``device_half``, required when the bundle has any)."""
+    out: list[FrameEncoder] = []
+    for point in bundle.points:
+        codec = bundle.codec(point)
+        if codec.kind == "image":
+            out.append(ImageEncoder(codec))
+        elif device_half is None:
+            raise ValueError(f"operating point {point.name!r} sends features: a vision tower is needed")
+        else:
+            out.append(FeatureEncoder(device_half, codec, point.n_c, k, keep_clusters=keep_clusters))
+    return out
+
+
 def make_encoder(config) -> FrameEncoder:
     """The encoder a DeviceConfig asks for (loads the vision tower only when features are sent)."""
     codec = codec_from_config(config)
@@ -137,3 +152,17 @@ def make_encoder(config) -> FrameEncoder:
 
     device_half = load_device_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device)
     return FeatureEncoder(device_half, codec, config.n_clusters, config.dpc_k, keep_clusters=config.debug_image)
+
+
+def make_point_encoders(config):
+    """An adaptive DeviceConfig's bundle (``codec.points.OperatingPoints``) and one encoder per point."""
+    from tofc_ros.codec.points import OperatingPoints
+    from tofc_ros.resources import resolve_resource
+
+    bundle = OperatingPoints.load(resolve_resource(config.operating_points), device=config.device)
+    device_half = None
+    if any(p.kind == "features" for p in bundle.points):
+        from tofc_ros.backbones import load_device_half
+
+        device_half = load_device_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device)
+    return bundle, point_encoders(bundle, device_half, config.dpc_k, keep_clusters=config.debug_image)

@@ -22,7 +22,9 @@ class FrameStore:
 
     Args:
         cameras: camera ids.
-        history: recent frames kept per camera for on-demand requests (0 in continuous mode).
+        history: recent frames kept per camera for on-demand requests (0: continuous mode only).
+        continuous: start in continuous mode (default: when ``history`` is 0); an adaptive device switches modes
+            with :meth:`set_continuous` and keeps its history in both.
         min_period_s: continuous mode: at least this long between two encodes of the same camera.
         max_requests: on-demand requests waiting at most (older ones are dropped first).
     """
@@ -34,6 +36,7 @@ class FrameStore:
         min_period_s: float,
         max_requests: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        continuous: bool | None = None,
     ) -> None:
         self._clock = clock
         self._cond = threading.Condition()
@@ -45,7 +48,24 @@ class FrameStore:
         self._requests: collections.deque[tuple[str, int, float]] = collections.deque(maxlen=max_requests)
         self._published: dict[str, collections.OrderedDict] = {c: collections.OrderedDict() for c in cameras}
         self._closed = False
-        self.continuous = history == 0
+        self.continuous = history == 0 if continuous is None else continuous
+        if not self.continuous and history == 0:
+            raise ValueError("on-demand mode needs a history of at least one frame per camera")
+
+    def set_continuous(self, continuous: bool) -> None:
+        """Switch modes (adaptive devices): pending frames go when on-demand starts, waiting requests when
+        continuous starts (its frames reach the server anyway)."""
+        with self._cond:
+            if continuous == self.continuous:
+                return
+            if not continuous and self._history == 0:
+                raise ValueError("on-demand mode needs a history of at least one frame per camera")
+            self.continuous = continuous
+            if continuous:
+                self._requests.clear()
+            else:
+                self._pending = dict.fromkeys(self._pending)
+            self._cond.notify_all()
 
     def put(self, camera: str, stamp_ns: int, frame: Any) -> bool:
         """Store a frame; True when it replaced a continuous-mode frame nobody encoded (a dropped frame)."""
@@ -54,7 +74,7 @@ class FrameStore:
             if self.continuous:
                 dropped = self._pending[camera] is not None
                 self._pending[camera] = (stamp_ns, frame)
-            else:
+            if self._history:
                 recent = self._recent[camera]
                 recent[stamp_ns] = frame
                 while len(recent) > self._history:
@@ -116,6 +136,7 @@ class FrameStore:
             stamp, frame = self._pending[camera]
             self._pending[camera] = None
             self._next_start[camera] = now + self._period
+            self._mark_published(camera, stamp)
             return camera, stamp, frame
         while self._requests:
             camera, stamp, tolerance = self._requests.popleft()
@@ -125,11 +146,15 @@ class FrameStore:
             published = self._published[camera]
             if found[0] in published:  # already sent: the server has it cached
                 continue
-            published[found[0]] = True
-            while len(published) > max(self._history, 1) * 4:
-                published.popitem(last=False)
+            self._mark_published(camera, found[0])
             return camera, found[0], found[1]
         return None
+
+    def _mark_published(self, camera: str, stamp: int) -> None:
+        published = self._published[camera]
+        published[stamp] = True
+        while len(published) > max(self._history, 1) * 4:
+            published.popitem(last=False)
 
     def _nearest(self, camera: str, stamp: int, tolerance: int) -> tuple[int, Any] | None:
         recent = self._recent[camera]

@@ -105,6 +105,12 @@ def build_report(log: ReplayLog) -> dict:
             "median": float(np.median(sizes)) if sizes else None,
         },
         "latency_ms": {term: _stats([r[term] for r in ok]) for term in LATENCY_TERMS},
+        # Answers per payload format (an adaptive device mixes them): count and mean bytes.
+        "formats": {
+            fmt: {"answers": len(b), "mean_bytes": float(np.mean(b))}
+            for fmt in sorted({r["format"] for r in ok})
+            for b in [[r["payload_bytes"] for r in ok if r["format"] == fmt]]
+        },
         "frames_played": n_played,
         "features_received": n_received,
         "frames_dropped": n_played - n_received,
@@ -124,6 +130,10 @@ def build_report(log: ReplayLog) -> dict:
 
 def _fmt(x, spec: str = ".1f") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _formats(formats: dict) -> str:
+    return ", ".join(f"{k} {v['answers']} × {v['mean_bytes']:,.0f} B" for k, v in formats.items()) or "–"
 
 
 def markdown_summary(report: dict) -> str:
@@ -150,6 +160,7 @@ def markdown_summary(report: dict) -> str:
         f"median {_fmt(s['bytes_per_question']['median'], '.0f')} |",
         f"| frames played → features | {s['frames_played']} → {s['features_received']} "
         f"({s['frames_dropped']} dropped) |",
+        f"| payload formats (OK answers) | {_formats(s.get('formats', {}))} |",
         "",
         "| latency (ms, OK answers) | mean | p50 | p95 |",
         "|---|---|---|---|",
