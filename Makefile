@@ -21,10 +21,11 @@ SOURCES := setup.py setup.cfg package.xml $(wildcard data/*) $(shell find models
 	$(wildcard launch/*) $(wildcard config/*) $(shell find tofc_ros -name '*.py' -o -name py.typed)
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-easyvqa test test-all lint format colcon clean
+.PHONY: help setup demo demo-easyvqa demo-adaptive test test-all lint format colcon clean
 help:
 	@echo "make demo      set up what is missing, then replay 1280x720 camera scenes through the device → server graph"
 	@echo "make demo-easyvqa   the same with the easy-vqa sample (64x64 images, the easy-vqa model)"
+	@echo "make demo-adaptive  the same through an uplink whose rate falls, the device adapting its operating point"
 	@echo "make test      set up what is missing, then lint and run the test suite (slow cases: make test-all)"
 	@echo "make format    apply ruff's fixes and formatting (make lint checks them)"
 	@echo "make colcon    the ROS user's path: colcon build into ./install (source install/setup.bash)"
@@ -67,6 +68,12 @@ demo-easyvqa: $(BUILD_STAMP)
 	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml bag:=$(CURDIR)/data/easyvqa_sample.mcap \
 		device_params:=$(CURDIR)/config/device_easyvqa.yaml server_params:=$(CURDIR)/config/server_easyvqa.yaml \
 		output_dir:=$(CURDIR)/out/demo-easyvqa
+
+# Adaptive operating points: the same replay through an emulated uplink whose rate follows a trace (Wi-Fi, then
+# cellular); the device picks per frame the richest point of its bundle that fits its latency budget (docs/adaptive.md).
+demo-adaptive: $(BUILD_STAMP)
+	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml output_dir:=$(CURDIR)/out/demo-adaptive rate:=0.25 \
+		device_params:=$(CURDIR)/config/device_adaptive.yaml uplink_trace:=$(CURDIR)/config/uplink_trace_demo.txt
 
 test: $(BUILD_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

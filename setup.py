@@ -26,7 +26,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.xml") + glob("launch/*.launch.yaml")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.txt")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
         # The bundled sample bag and default model: package://tofc_ros/... parameters resolve to these.
         (f"share/{PACKAGE}/data", glob("data/*")),
