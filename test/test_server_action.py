@@ -120,7 +120,7 @@ def test_a_goal_succeeds_with_the_answer_the_topic_gives_for_the_same_frame(plac
     # A one-at-a-time answerer streams its whole answer once.
     wait_for(lambda: asker.feedback_of(handle))
     assert [(f.text, f.tokens) for f in asker.feedback_of(handle)] == [(answer.text, 1)]
-    assert server.counters.snapshot()["goals"] == 1 and not server._goals
+    assert server.counters.snapshot()["goals"] == 1 and not server._ask.goals
 
 
 def test_goals_that_cannot_be_served_abort_with_the_reason(placeholder_server):
@@ -145,7 +145,7 @@ def test_a_goal_whose_acceptance_raises_still_gets_its_one_result(placeholder_se
         def encode(self, rgb):
             raise RuntimeError("out of memory while wrapping the picture")
 
-    server._goal_codec = BrokenCodec()
+    server._ask.goal_codec = BrokenCodec()
     image = Image(height=2, width=2, encoding="rgb8", step=6, data=b"\x00" * 12)
     status, answer = asker.result(asker.send("What is it?", image=image))
     assert (status, answer.status) == (GoalStatus.STATUS_ABORTED, Answer.STATUS_INTERNAL_ERROR)
