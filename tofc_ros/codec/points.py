@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from .base import Codec
 from .bitstream import FrameHeader
 from .weights import FORMAT as TOFC_FORMAT
+from .weights import safetensors_metadata
 
 __all__ = ["BUNDLE_FORMAT", "OperatingPoint", "OperatingPoints"]
 
 BUNDLE_FORMAT = "tofc-points/1"
-_MAX_HEADER = 1 << 24
 _MAX_POINTS = 64
 _OPTIONS = {"quality", "level", "bits"}
 
@@ -193,18 +193,7 @@ class OperatingPoints:
 
 
 def _bundle_metadata(data: bytes) -> dict:
-    import struct
-
-    if len(data) < 8:
-        raise ValueError("not an operating-point bundle: shorter than 8 bytes")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data):
-        raise ValueError(f"not an operating-point bundle: header length {n} exceeds the file or {_MAX_HEADER}")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not an operating-point bundle: bad JSON header ({exc})") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    meta = safetensors_metadata(data, "an operating-point bundle")
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"not an operating-point bundle: metadata format must be {BUNDLE_FORMAT!r}")
     return meta

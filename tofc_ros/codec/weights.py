@@ -56,17 +56,27 @@ def save_model(model: SelectiveEntropyModel, path: str | os.PathLike) -> bytes:
     return model.fingerprint_bytes or model_fingerprint(model)
 
 
-def _metadata(data: bytes) -> dict:
+def safetensors_metadata(data: bytes, what: str = "a safetensors file") -> dict | None:
+    """The ``__metadata__`` of a safetensors file's header (None if it has none), its length checked against the
+    data and a bound before the JSON is parsed.
+
+    Raises:
+        ValueError: "not {what}: ..." for a short file, a header length beyond the file or the bound, bad JSON.
+    """
     if len(data) < 8:
-        raise ValueError("not a safetensors file: shorter than 8 bytes")
+        raise ValueError(f"not {what}: shorter than 8 bytes")
     (n,) = struct.unpack("<Q", data[:8])
     if n > _MAX_HEADER or 8 + n > len(data):
-        raise ValueError(f"not a safetensors file: header length {n} exceeds the file or {_MAX_HEADER}")
+        raise ValueError(f"not {what}: header length {n} exceeds the file or {_MAX_HEADER}")
     try:
         header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a safetensors file: bad JSON header ({exc})") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+        raise ValueError(f"not {what}: bad JSON header ({exc})") from None
+    return header.get("__metadata__") if isinstance(header, dict) else None
+
+
+def _metadata(data: bytes) -> dict:
+    meta = safetensors_metadata(data)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"safetensors metadata must have format={FORMAT!r} and a config, got {meta!r}")
     return meta

@@ -240,6 +240,21 @@ def select_point(
     return current, up_streak + 1, False
 
 
+class _Estimate:
+    """One per-point quantity: the bundle's prior until the first observation replaces it, then an exponential
+    moving average with weight ``smoothing`` on each new sample."""
+
+    def __init__(self, prior: float, smoothing: float) -> None:
+        self.value = float(prior)
+        self._smoothing = smoothing
+        self._observed = False
+
+    def observe(self, sample: float) -> None:
+        a = self._smoothing if self._observed else 1.0
+        self._observed = True
+        self.value = (1 - a) * self.value + a * float(sample)
+
+
 @dataclasses.dataclass
 class _Sent:
     at: float
@@ -266,10 +281,9 @@ class AdaptiveController:
         self.settings = settings
         self.link = LinkEstimate(settings.initial_mbps, settings.initial_delay_ms, settings.link_window)
         self.questions = QuestionRate(settings.rate_window_s, settings.burst_memory_s)
-        self._bytes = [float(p.bytes) for p in points]
-        self._device_ms = [float(p.device_ms) for p in points]
-        self._server_ms = [float(p.server_ms) for p in points]
-        self._observed: set[tuple[int, int]] = set()
+        self._bytes = [_Estimate(p.bytes, settings.smoothing) for p in points]
+        self._device_ms = [_Estimate(p.device_ms, settings.smoothing) for p in points]
+        self._server_ms = [_Estimate(p.server_ms, settings.smoothing) for p in points]
         self._current: int | None = None
         self._streak = 0
         self._speculative = False
@@ -285,16 +299,10 @@ class AdaptiveController:
     # -- estimates -------------------------------------------------------------------------------------------------
     def predicted_ms(self, index: int, now: float) -> float:
         """Device + transfer + server (+ queue) milliseconds of one point, as estimated at ``now``."""
-        server = self._server_ms[index]
+        server = self._server_ms[index].value
         load = self.questions.peak_hz(now) * server / 1e3  # sized for the bursts seen lately, not only this one
         queue = math.inf if load >= 1 else load * server / (2 * (1 - load))
-        return self._device_ms[index] + self.link.transfer_ms(self._bytes[index]) + server + queue
-
-    def _ewma(self, values: list[float], index: int, sample: float) -> None:
-        key = (id(values), index)
-        a = self.settings.smoothing if key in self._observed else 1.0  # the first observation replaces the prior
-        self._observed.add(key)
-        values[index] = (1 - a) * values[index] + a * float(sample)
+        return self._device_ms[index].value + self.link.transfer_ms(self._bytes[index].value) + server + queue
 
     # -- events ----------------------------------------------------------------------------------------------------
     def question(self, now: float, camera: str, stamp_ns: int) -> None:
@@ -306,9 +314,9 @@ class AdaptiveController:
 
     def sent(self, now: float, camera: str, stamp_ns: int, index: int, payload_bytes: int, device_ms: float) -> None:
         """The device published a frame with point ``index``."""
-        self._ewma(self._bytes, index, payload_bytes)
-        self._ewma(self._device_ms, index, device_ms)
-        expected_s = (self.link.transfer_ms(payload_bytes) + self._server_ms[index]) / 1e3
+        self._bytes[index].observe(payload_bytes)
+        self._device_ms[index].observe(device_ms)
+        expected_s = (self.link.transfer_ms(payload_bytes) + self._server_ms[index].value) / 1e3
         late = max(self.settings.loss_after_s, self.settings.late_factor * expected_s)
         self._sent[(camera, stamp_ns)] = _Sent(now, index, int(payload_bytes), not self._speculative, late)
         while len(self._sent) > self._max_tracked:
@@ -329,13 +337,13 @@ class AdaptiveController:
         sent = self._sent.get((camera, stamp_ns))
         if sent is None or sent.settled:
             if sent is not None and ok and server_ms > 0:
-                self._ewma(self._server_ms, sent.index, server_ms)
+                self._server_ms[sent.index].observe(server_ms)
             return
         if ok:
             sent.settled = True
             self.link.observe(sent.bytes, transfer_ms)
             if server_ms > 0:
-                self._ewma(self._server_ms, sent.index, server_ms)
+                self._server_ms[sent.index].observe(server_ms)
         elif no_frame:
             sent.settled = True
             self.link.observe_loss(sent.bytes, (now - sent.at) * 1e3)
@@ -370,7 +378,7 @@ class AdaptiveController:
         allowed = None
         if speculative:
             period_ms = self.settings.frame_period_s * 1e3
-            allowed = [self.link.transfer_ms(b) - self.link.delay_ms <= period_ms for b in self._bytes]
+            allowed = [self.link.transfer_ms(b.value) - self.link.delay_ms <= period_ms for b in self._bytes]
         s = self.settings
         index, self._streak, starved = select_point(
             predicted, s.latency_budget_ms, self._current, self._streak, s.up_margin, s.up_hold, allowed
