@@ -33,8 +33,8 @@ from tofc_ros.pipeline.records import Status
 
 
 class DeviceNode(Node):
-    """Subscribes to `image` (or `image/compressed`; `<camera>/image...` with several cameras) and, on demand,
-    `questions`; publishes `features`."""
+    """Subscribes to `image` (or `image/compressed`; `<camera>/image...` with several cameras), in on-demand and
+    adaptive mode `questions`, in adaptive mode `answers`; publishes `features`."""
 
     def __init__(self, encoder: FrameEncoder | None = None, **kwargs) -> None:
         super().__init__("device_node", **kwargs)
