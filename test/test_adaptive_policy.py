@@ -70,6 +70,8 @@ def test_link_estimate_is_robust_to_noise_and_outliers():
 def test_a_lost_frame_bounds_the_rate_at_once_and_unknown_transfers_teach_nothing():
     link = LinkEstimate(initial_mbps=50.0, initial_delay_ms=20.0)
     link.observe(5_000, 0.0)  # transfer unknown (clocks not synchronised)
+    for bad in (float("nan"), float("inf"), -3.0):  # what a broken or hostile Answer could carry
+        link.observe(5_000, bad)
     assert link.samples == 0 and link.rate_mbps == 50.0
     link.observe_loss(100_000, elapsed_ms=5_020.0)  # 0.8 Mbit not through in 5 s: at most 0.16 Mbit/s
     assert link.rate_mbps == pytest.approx(0.16) and link.losses == 1
@@ -196,3 +198,11 @@ def test_settings_refuse_inconsistent_values():
         AdaptiveSettings(latency_budget_ms=0.0)
     with pytest.raises(ValueError):
         AdaptiveController([], _settings())
+
+
+def test_bad_values_in_answers_leave_the_estimates_alone():
+    ctl = AdaptiveController(POINTS, _settings(speculate_on_hz=1e9, speculate_off_hz=1e9))
+    before = ctl.predicted_ms(1, now=0.0)
+    ctl.sent(0.0, "front", 1, 1, 20_000, float("nan"))
+    ctl.answered(0.5, "front", 1, True, False, float("inf"), float("nan"))
+    assert ctl.predicted_ms(1, now=1.0) == pytest.approx(before) and ctl.link.samples == 0

@@ -131,8 +131,8 @@ class LinkEstimate:
 
     def observe(self, payload_bytes: int, transfer_ms: float) -> None:
         """One frame of ``payload_bytes`` took ``transfer_ms`` from the device's publish to the server."""
-        if not (payload_bytes > 0 and transfer_ms > 0):
-            return  # unknown transfer (unsynchronised clocks) or an empty frame: nothing learned
+        if not (payload_bytes > 0 and 0 < transfer_ms < math.inf):
+            return  # unknown transfer (unsynchronised clocks: 0), a bad value (NaN, inf) or an empty frame
         bits = 8.0 * payload_bytes
         self.samples += 1
         self._samples.append((bits, float(transfer_ms)))
@@ -250,6 +250,8 @@ class _Estimate:
         self._observed = False
 
     def observe(self, sample: float) -> None:
+        if not 0 <= sample < math.inf:  # a value from a message: NaN, inf or negative teaches nothing
+            return
         a = self._smoothing if self._observed else 1.0
         self._observed = True
         self.value = (1 - a) * self.value + a * float(sample)
