@@ -157,7 +157,7 @@ class DeviceConfig(_Validated):
         choices=("raw", "compressed"),
     )
     max_rate_hz: float = param(
-        1.0,
+        2.0,
         "Continuous mode: most feature messages per second and camera (the newest frame is encoded)",
         low=0.01,
         high=240.0,
@@ -214,8 +214,9 @@ class DeviceConfig(_Validated):
     )
     link_window: int = param(5, "Adaptive mode: recent transfers the rate estimate is the median of", low=1, high=1000)
     loss_after_s: float = param(
-        5.0,
-        "Adaptive mode: an awaited frame unanswered this long counts as lost (the link estimate drops)",
+        1.0,
+        "Adaptive mode: an awaited frame unanswered for 3x its predicted transfer + server time, and at least this "
+        "long, counts as lost (the link estimate drops)",
         low=0.01,
         high=3600.0,
     )
