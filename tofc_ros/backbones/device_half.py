@@ -10,6 +10,9 @@
       ▼ selection: "full" keeps all tokens, "default" drops CLS
     features [T, n_v, d]    (+ grid (rows, cols), image size (H, W))  → FMM merge → entropy coder → uplink
 
+With ``split_layer`` X below the feature layer (AlignedVQ), only layers 1..X run and the features are the hidden state
+after layer X, [T, N, d] with every token (``vision_split``); the server runs the rest of the tower.
+
 No language model is loaded or touched here.
 """
 
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from .spec import BackboneSpec
+from .vision_split import check_split_layer, run_prefix
 
 __all__ = ["VisionFeatures", "DeviceHalf", "validate_rgb"]
 
@@ -95,6 +99,9 @@ class DeviceHalf:
         device: where the tower lives.
         tiles_per_batch: at most this many tiles per forward pass (None: all at once).
         fingerprint: ``loading.backbone_fingerprint`` of the checkpoint (goes into CompressedFeatures).
+        split_layer: encoder layers to run (None: up to the feature layer, TOFC's split). Fewer stops inside the
+            tower (AlignedVQ): the features are then the hidden state after that layer, every token kept
+            (``vision_split``).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class DeviceHalf:
         device,
         tiles_per_batch=None,
         fingerprint: str = "",
+        split_layer: int | None = None,
     ):
         if tiles_per_batch is not None and tiles_per_batch < 1:
             raise ValueError(f"tiles_per_batch must be ≥ 1 or None, got {tiles_per_batch}")
@@ -117,6 +125,7 @@ class DeviceHalf:
         self.device = torch.device(device)
         self.tiles_per_batch = tiles_per_batch
         self.fingerprint = fingerprint
+        self.split_layer = spec.vision_layers_needed if split_layer is None else check_split_layer(spec, split_layer)
 
     def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         """Tile and normalise an image.
@@ -161,25 +170,12 @@ class DeviceHalf:
         return VisionFeatures(features=self.encode_pixels(pixel_values), grid=grid, image_size=image_size)
 
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The device computation itself, gradient-enabled (for training): [T, 3, S, S] → [T, n_v, d].
+        """The device computation itself, gradient-enabled (for training): [T, 3, S, S] → [T, n, d].
 
-        Equal to ``vision_tower(pixel_values, output_hidden_states=True).hidden_states[vision_feature_layer]`` plus
-        the selection, but stopped at that layer: the embeddings (and CLIP's pre-layernorm, which the reference
-        applies before layer 1), then only the first ``vision_layers_needed`` encoder layers. Works on the truncated
-        tower the loader builds and on a full tower (e.g. the trainer's whole model): later layers, post-layernorm
-        and pooling heads are never run either way.
+        At the feature layer: equal to ``vision_tower(pixel_values, output_hidden_states=True)
+        .hidden_states[vision_feature_layer]`` plus the selection, but stopped at that layer. With a split inside
+        the tower: that tuple's entry ``split_layer``, every token. Works on the truncated tower the loader builds
+        and on a full tower (e.g. the trainer's whole model): later layers, post-layernorm and pooling heads are
+        never run either way (``vision_split.run_prefix``).
         """
-        tower = self.vision_tower
-        hidden = tower.embeddings(pixel_values)
-        if hasattr(tower, "pre_layrnorm"):
-            hidden = tower.pre_layrnorm(hidden)
-        layers = tower.encoder.layers
-        if len(layers) < self.spec.vision_layers_needed:
-            raise ValueError(
-                f"vision tower has {len(layers)} layers; the feature layer needs {self.spec.vision_layers_needed}"
-            )
-        for layer in layers[: self.spec.vision_layers_needed]:
-            hidden = layer(hidden, None)  # no attention mask: every tile is a full image
-        if self.spec.select_strategy == "default":
-            hidden = hidden[:, 1:]  # drop CLS (LLaVA-1.5)
-        return hidden
+        return run_prefix(self.spec, self.vision_tower, pixel_values, self.split_layer)

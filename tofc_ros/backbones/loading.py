@@ -256,32 +256,42 @@ def build_module(
     return module.eval().requires_grad_(False)
 
 
-def _vision_tower_keep(spec: BackboneSpec) -> Callable[[str], bool]:
-    """Keep embeddings, pre-norm and the first ``vision_layers_needed`` encoder layers; skip the rest."""
+def _vision_tower_keep(spec: BackboneSpec, n_layers: int | None = None) -> Callable[[str], bool]:
+    """Keep embeddings, pre-norm and the first ``n_layers`` encoder layers (default: ``vision_layers_needed``)."""
+    n_layers = spec.vision_layers_needed if n_layers is None else n_layers
 
     def keep(key: str) -> bool:
         if key.startswith(("post_layernorm.", "head.")):
             return False  # applied after the feature layer: never computed on the device
         if key.startswith("encoder.layers."):
-            return int(key.split(".")[2]) < spec.vision_layers_needed
+            return int(key.split(".")[2]) < n_layers
         return True
 
     return keep
 
 
-def build_vision_tower(reader: CheckpointReader, config, spec: BackboneSpec, dtype, device) -> torch.nn.Module:
-    """The vision tower truncated after the feature layer (``vision_layers_needed`` encoder layers).
+def _vision_config(config, n_layers: int):
+    """A copy of the vision config with ``n_layers`` encoder layers and no SigLIP pooling head."""
+    vcfg = config.vision_config.__class__.from_dict(config.vision_config.to_dict())
+    vcfg.num_hidden_layers = n_layers
+    if hasattr(vcfg, "vision_use_head"):
+        vcfg.vision_use_head = False
+    vcfg._attn_implementation = config.vision_config._attn_implementation
+    return vcfg
+
+
+def build_vision_tower(
+    reader: CheckpointReader, config, spec: BackboneSpec, dtype, device, n_layers: int | None = None
+) -> torch.nn.Module:
+    """The vision tower truncated after ``n_layers`` encoder layers (default: the feature layer's).
 
     The config copy gets fewer layers (and no SigLIP pooling head), so the unused layers are never allocated.
     """
     from transformers import AutoModel
 
-    vcfg = config.vision_config.__class__.from_dict(config.vision_config.to_dict())
-    vcfg.num_hidden_layers = spec.vision_layers_needed
-    if hasattr(vcfg, "vision_use_head"):
-        vcfg.vision_use_head = False
-    vcfg._attn_implementation = config.vision_config._attn_implementation
-    state = reader.load("vision_tower.", _vision_tower_keep(spec))
+    n_layers = spec.vision_layers_needed if n_layers is None else n_layers
+    vcfg = _vision_config(config, n_layers)
+    state = reader.load("vision_tower.", _vision_tower_keep(spec, n_layers))
 
     def factory():
         tower = AutoModel.from_config(vcfg, dtype=dtype)
@@ -293,6 +303,33 @@ def build_vision_tower(reader: CheckpointReader, config, spec: BackboneSpec, dty
         return core
 
     return build_module(factory, state, dtype=dtype, device=device)
+
+
+def build_vision_tail(reader: CheckpointReader, config, spec: BackboneSpec, split_layer: int, dtype, device):
+    """The server's rest of the tower after ``split_layer`` (``vision_split.VisionTail``): only encoder layers
+    split_layer+1..k are read and allocated (the checkpoint's layer i becomes the tail's layer i - split_layer)."""
+    from transformers import AutoModel
+
+    from .vision_split import VisionTail, check_split_layer
+
+    check_split_layer(spec, split_layer)
+    n_tail = spec.vision_layers_needed - split_layer
+    vcfg = _vision_config(config, n_tail)
+
+    def in_tail(key: str) -> bool:
+        return key.startswith("encoder.layers.") and split_layer <= int(key.split(".")[2]) < spec.vision_layers_needed
+
+    state = {
+        f"{int(key.split('.')[2]) - split_layer}.{key.split('.', 3)[3]}": value
+        for key, value in reader.load("vision_tower.", in_tail).items()
+    }
+
+    def factory():
+        tower = AutoModel.from_config(vcfg, dtype=dtype)
+        return getattr(tower, "vision_model", tower).encoder.layers
+
+    layers = build_module(factory, state, dtype=dtype, device=device)
+    return VisionTail(spec, split_layer, list(layers)).eval()
 
 
 def build_projector(reader: CheckpointReader, config, dtype, device) -> torch.nn.Module:
@@ -380,6 +417,7 @@ def load_device_half(
     device: str | torch.device = "cpu",
     allow_network: bool = False,
     tiles_per_batch: int | None = None,
+    split_layer: int | None = None,
 ):
     """Load the robot side: image processor + vision tower up to the feature layer. The LLM is never read.
 
@@ -389,6 +427,8 @@ def load_device_half(
         device: "cpu" or "cuda[:N]".
         allow_network: permit downloading a hub id.
         tiles_per_batch: run the vision tower on at most this many tiles at once (None: all tiles in one batch).
+        split_layer: run only this many encoder layers (a split inside the tower, AlignedVQ); None: up to the
+            feature layer. Later layers are not read.
 
     Returns:
         ``DeviceHalf``.
@@ -400,7 +440,11 @@ def load_device_half(
     spec = BackboneSpec.from_config(config)
     dt, dev = parse_dtype(dtype), parse_device(device)
     reader = CheckpointReader(model_dir)
-    tower = build_vision_tower(reader, config, spec, dt, dev)
+    if split_layer is not None:
+        from .vision_split import check_split_layer
+
+        check_split_layer(spec, split_layer)
+    tower = build_vision_tower(reader, config, spec, dt, dev, n_layers=split_layer)
     return DeviceHalf(
         spec,
         tower,
@@ -409,6 +453,7 @@ def load_device_half(
         device=dev,
         tiles_per_batch=tiles_per_batch,
         fingerprint=backbone_fingerprint(reader, spec),
+        split_layer=split_layer,
     )
 
 
@@ -419,6 +464,7 @@ def load_server_half(
     device: str | torch.device = "cpu",
     allow_network: bool = False,
     load_vision: bool = False,
+    vision_splits: Iterable[int] = (),
 ):
     """Load the server side: projector, image_newline, language model, tokenizer (and optionally the vision tower).
 
@@ -428,6 +474,8 @@ def load_server_half(
         device: "cpu" or "cuda[:N]".
         allow_network: permit downloading a hub id.
         load_vision: also load the vision tower, for image modes (JPEG/WebP baselines) where the server sees pixels.
+        vision_splits: split layers inside the tower whose payloads this server finishes (AlignedVQ): for each, the
+            encoder layers after it (``ServerHalf.vision_tails``; the feature layer itself needs none).
 
     Returns:
         ``ServerHalf``.
@@ -450,6 +498,8 @@ def load_server_half(
     if (model_dir / "generation_config.json").is_file():
         lm.generation_config = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
     fingerprint = backbone_fingerprint(reader, spec)
+    splits = sorted(set(vision_splits) - {spec.vision_layers_needed})  # at the feature layer there is no tail
+    tails = {x: build_vision_tail(reader, config, spec, x, dt, dev) for x in splits}
     vision = None
     if load_vision:
         tower = build_vision_tower(reader, config, spec, dt, dev)
@@ -464,4 +514,5 @@ def load_server_half(
         device=dev,
         vision=vision,
         fingerprint=fingerprint,
+        vision_tails=tails,
     )

@@ -135,6 +135,7 @@ class ServerHalf:
         dtype, device: where and in what precision the modules live.
         vision: optional DeviceHalf for image mode.
         fingerprint: ``loading.backbone_fingerprint`` of the checkpoint; a payload with another one must be refused.
+        vision_tails: {split layer X: ``vision_split.VisionTail``} for payloads cut inside the tower (AlignedVQ).
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class ServerHalf:
         device,
         vision: DeviceHalf | None = None,
         fingerprint: str = "",
+        vision_tails: dict | None = None,
     ):
         self.spec = spec
         self.projector = projector
@@ -159,6 +161,7 @@ class ServerHalf:
         self.device = torch.device(device)
         self.vision = vision
         self.fingerprint = fingerprint
+        self.vision_tails = dict(vision_tails or {})
         self.image_token = tokenizer.convert_ids_to_tokens(spec.image_token_id)
         if tokenizer.convert_tokens_to_ids(self.image_token) != spec.image_token_id:
             raise ValueError(f"tokenizer and config disagree on the image token id {spec.image_token_id}")
@@ -169,6 +172,19 @@ class ServerHalf:
         if self.vision is None:
             raise RuntimeError("the vision tower is not loaded: load_server_half(..., load_vision=True)")
         return self.vision.encode_image(rgb)
+
+    def finish_vision(self, hidden: torch.Tensor, split_layer: int) -> torch.Tensor:
+        """The rest of the tower for a payload cut after ``split_layer`` layers: [T, N, d] → [T, n_v, d]
+        (at the feature layer itself: the features unchanged)."""
+        if split_layer == self.spec.vision_layers_needed:
+            return hidden
+        tail = self.vision_tails.get(split_layer)
+        if tail is None:
+            raise RuntimeError(
+                f"features cut after vision layer {split_layer}: this server holds tails for "
+                f"{sorted(self.vision_tails) or 'no split'} (load_server_half(..., vision_splits=[{split_layer}]))"
+            )
+        return tail(self._as_features(hidden))
 
     def image_embeddings(self, features, grid, image_size) -> torch.Tensor:
         """Project per-tile features and arrange them in prompt order: [T, n, d] → [M, D].

@@ -19,6 +19,7 @@ import torch
 from tofc_ros.backbones.device_half import DeviceHalf
 from tofc_ros.backbones.server_half import ServerHalf
 from tofc_ros.backbones.spec import BackboneSpec
+from tofc_ros.backbones.vision_split import VisionTail, run_prefix
 
 __all__ = ["TrainableLlava"]
 
@@ -110,6 +111,45 @@ class TrainableLlava:
             raise ValueError(f"{model_dir}: checkpoint does not match its config: {problems}")
         return cls(model.to(device), load_tokenizer(model_dir), load_image_processor(model_dir))
 
+    def add_lora(self, patterns: list[str], r: int, alpha: float, dropout: float = 0.0, seed: int = 0) -> None:
+        """Freeze every weight, then inject LoRA (peft, in place) into the linear layers whose names match one of
+        the regular expressions ``patterns``; only those adapters are trainable. In place, so the serving views
+        (``server``, ``device_half``, vision tails) keep pointing at the adapted modules."""
+        model = self.model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if not patterns:
+            return
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lcfg = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules="|".join(f"(?:{p})" for p in patterns),
+            bias="none",
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            inject_adapter_in_model(lcfg, model)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name)
+
+    def merge_lora(self) -> None:
+        """Fold every LoRA adapter into its base layer and remove the adapters (before ``save``)."""
+        from peft.tuners.lora import LoraLayer
+
+        model = self.model
+        with torch.no_grad():
+            for name, module in list(model.named_modules()):
+                if isinstance(module, LoraLayer):
+                    module.merge()
+                    parent_name, _, child = name.rpartition(".")
+                    parent = model.get_submodule(parent_name) if parent_name else model
+                    setattr(parent, child, module.get_base_layer())
+        for p in model.parameters():
+            p.requires_grad_(False)
+
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write a llava-hf directory: config, model.safetensors, generation config, tokenizer, preprocessor."""
         out = Path(out_dir)
@@ -120,17 +160,17 @@ class TrainableLlava:
         return out
 
     # ----------------------------------------------------------------------------------------------- forward parts
-    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower up to the feature layer, with gradients: [T, 3, S, S] → [T, n_v, d].
+    def vision_features(self, pixel_values: torch.Tensor, split_layer: int | None = None) -> torch.Tensor:
+        """Vision tower up to the feature layer (or ``split_layer`` layers), with gradients: [T, 3, S, S] → [T, n, d].
 
-        The same computation as ``DeviceHalf.encode_pixels`` (tested), which the robot runs under no_grad.
+        The same computation as ``DeviceHalf.encode_pixels`` (``vision_split.run_prefix``), which the robot runs
+        under no_grad.
         """
-        hidden = self.vision_core.embeddings(pixel_values)
-        if hasattr(self.vision_core, "pre_layrnorm"):
-            hidden = self.vision_core.pre_layrnorm(hidden)
-        n_layers = self.spec.vision_layers_needed
-        for layer in self.vision_core.encoder.layers[:n_layers]:
-            hidden = layer(hidden, None)
-        if self.spec.select_strategy == "default":
-            hidden = hidden[:, 1:]
-        return hidden
+        layers = self.spec.vision_layers_needed if split_layer is None else split_layer
+        return run_prefix(self.spec, self.vision_core, pixel_values, layers)
+
+    def vision_tail(self, split_layer: int) -> VisionTail:
+        """The server's rest of the tower after ``split_layer``, over this model's own layers (shared, not copied)."""
+        return VisionTail(
+            self.spec, split_layer, list(self.vision_core.encoder.layers[split_layer : self.spec.vision_layers_needed])
+        )
