@@ -355,28 +355,12 @@ class TofcTrainer:
     def _apply_lora(self) -> None:
         cfg = self.cfg
         model = self.llava.model
-        for p in model.parameters():
-            p.requires_grad_(False)
         patterns = []
         if cfg.lora.vision:
             patterns.append(r".*vision_tower\..*\.(" + "|".join(cfg.lora.vision_targets) + r")$")
         if cfg.lora.text:
             patterns.append(r".*language_model\..*\.(" + "|".join(cfg.lora.text_targets) + r")$")
-        if patterns:
-            from peft import LoraConfig, inject_adapter_in_model
-
-            lcfg = LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules="|".join(f"(?:{p})" for p in patterns),
-                bias="none",
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed + 2)
-                inject_adapter_in_model(lcfg, model)  # in place: the serving views keep pointing at these modules
-            for name, p in model.named_parameters():
-                p.requires_grad_("lora_" in name)
+        self.llava.add_lora(patterns, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, seed=cfg.seed + 2)
         if cfg.train_projector:
             inner = model.model
             for p in inner.multi_modal_projector.parameters():
@@ -755,18 +739,7 @@ class TofcTrainer:
 
     def save_merged_model(self, out_dir: Path) -> Path:
         """LoRA merged into the base weights, written as a llava-hf directory (adapters removed from this run)."""
-        from peft.tuners.lora import LoraLayer
-
-        model = self.llava.model
-        with torch.no_grad():
-            for name, module in list(model.named_modules()):
-                if isinstance(module, LoraLayer):
-                    module.merge()
-                    parent_name, _, child = name.rpartition(".")
-                    parent = model.get_submodule(parent_name) if parent_name else model
-                    setattr(parent, child, module.get_base_layer())
-        for p in model.parameters():
-            p.requires_grad_(False)
+        self.llava.merge_lora()
         return self.llava.save(out_dir)
 
     # ------------------------------------------------------------------------------------------------- driver
