@@ -27,6 +27,7 @@ from tofc_ros.codec import FrameContext, load_codec
 HERE = pathlib.Path(__file__).parent
 EXPECTED = HERE / "expected" / "codec_golden.json"
 FIXTURE = HERE / "fixtures" / "codec_d64_e4.safetensors"
+AVQ_FIXTURE = HERE / "fixtures" / "alignedvq_d64_g4r2k16.safetensors"  # test_codec_aligned_vq.build_codec()
 
 
 def _sha(b: bytes) -> str:
@@ -66,6 +67,15 @@ def _compute() -> dict:
             "payload_sha256": _sha(payload),
             "decoded_sha256": _sha(codec.decode(payload).numpy().tobytes()),
         }
+    # AlignedVQ: the hidden state inside the tower (after layer 1), decoded by lookups, adds and one multiply-add.
+    avq = load_codec(AVQ_FIXTURE)
+    out["alignedvq_fingerprint"] = avq.fingerprint.hex()
+    payload = avq.encode(x, FrameContext(CONTEXT.backbone_fingerprint, (480, 640), (1, 2), 1))
+    out["alignedvq/1"] = {
+        "bytes": len(payload),
+        "payload_sha256": _sha(payload),
+        "decoded_sha256": _sha(avq.decode(payload).numpy().tobytes()),
+    }
     img = golden_image()
     for name in ("rgb8/1", "placeholder-zstd/1"):  # lossless, no float path: pinned too
         codec = load_codec(name)
@@ -84,7 +94,8 @@ def test_golden_bitstreams():
     expected = json.loads(EXPECTED.read_text())
     assert actual["input_sha256"] == expected["input_sha256"], "the PCG64 input changed (numpy's generator?)"
     assert actual["tofc_fingerprint"] == expected["tofc_fingerprint"], "the committed fixture file changed"
-    for name in ("tofc/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "rgb8/1", "placeholder-zstd/1"):
+    assert actual["alignedvq_fingerprint"] == expected["alignedvq_fingerprint"], "the AlignedVQ fixture changed"
+    for name in ("tofc/1", "alignedvq/1", "fp16/1", "fp16-zstd/1", "quant-zstd/1", "rgb8/1", "placeholder-zstd/1"):
         assert actual[name] == expected[name], f"{name}: bitstream or decoded tensor changed"
 
 

@@ -10,7 +10,7 @@ Layout, container version 2 (little-endian)::
     0       4     magic b"TOFC"
     4       1     container version (2)
     5       1     codec id (CODEC_IDS: 1 tofc/1, 2 fp16/1, 3 fp16-zstd/1, 4 quant-zstd/1, 5 jpeg/1, 6 webp/1,
-                  7 placeholder-zstd/1, 8 rgb8/1)
+                  7 placeholder-zstd/1, 8 rgb8/1, 9 alignedvq/1)
     6       2     flags, must be 0
     8       16    codec fingerprint (learned codecs: hash of weights + config; others: hash of the format name)
     24      16    backbone fingerprint (which vision tower made the features; zeros for image payloads)
@@ -28,7 +28,8 @@ Layout, container version 2 (little-endian)::
 
 Sections per codec: tofc/1 expert indices (fixed-length bits), z rANS string, y rANS string; fp16/1 and fp16-zstd/1
 the (compressed) float16 values; quant-zstd/1 parameters and codes; jpeg/1, webp/1 the image file; rgb8/1 the raw
-pixels; placeholder-zstd/1 zstd-compressed rgb8 pixels.
+pixels; placeholder-zstd/1 zstd-compressed rgb8 pixels; alignedvq/1 the statistics rANS string and the codebook
+index rANS string (its features are the hidden state inside the tower: vision layers < the feature layer's).
 
 Parsing checks, in order and before allocating anything: minimum length, magic, version, codec id, flags, section
 count, the declared shapes against the limits, every section length against the bytes that remain, no trailing
@@ -81,6 +82,7 @@ CODEC_IDS = {
     "webp/1": 6,
     "placeholder-zstd/1": 7,
     "rgb8/1": 8,
+    "alignedvq/1": 9,
 }
 _FORMATS = {v: k for k, v in CODEC_IDS.items()}
 NO_FINGERPRINT = bytes(16)

@@ -38,6 +38,17 @@ class TableCoder:
         self._lengths = entropy_model._cdf_length.reshape(-1).tolist()
         self._offsets = entropy_model._offset.reshape(-1).tolist()
 
+    @classmethod
+    def from_tables(cls, cdfs: list[list[int]], lengths: list[int], offsets: list[int]) -> TableCoder:
+        """A coder over given quantized CDF tables (CompressAI's layout: each row ``lengths[i]`` entries from 0 to
+        2^precision, the last step being the escape symbol's; symbol s is coded as s - ``offsets[i]``)."""
+        if not (len(cdfs) == len(lengths) == len(offsets)) or not cdfs:
+            raise ValueError("cdfs, lengths and offsets must be non-empty and of equal length")
+        coder = cls.__new__(cls)
+        coder.n_tables = len(cdfs)
+        coder._cdfs, coder._lengths, coder._offsets = list(cdfs), list(lengths), list(offsets)
+        return coder
+
     def _tables(self, indexes: Tensor) -> tuple[list[int], list, list, list]:
         """(renumbered indexes, and the cdfs, lengths and offsets of just the tables they use)."""
         if indexes.numel() and (int(indexes.min()) < 0 or int(indexes.max()) >= self.n_tables):

@@ -24,10 +24,10 @@ def canonical_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in sorted(model.state_dict().items())}
 
 
-def tensors_fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> bytes:
-    """Fingerprint of a config JSON and a name -> tensor mapping."""
+def tensors_fingerprint(config_json: str, tensors: dict[str, torch.Tensor], format: str = FORMAT) -> bytes:
+    """Fingerprint of a codec format, a config JSON and a name -> tensor mapping."""
     h = hashlib.sha256()
-    h.update(FORMAT.encode() + b"\0" + config_json.encode() + b"\0")
+    h.update(format.encode() + b"\0" + config_json.encode() + b"\0")
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         arr = t.numpy()

@@ -241,3 +241,21 @@ def dpc_knn_merge(x: Tensor, n_c: int, k: int = 5) -> MergeResult:
     means = sums / one_hot.sum(-1, keepdim=True)  # every cluster holds at least its centre
     merged = torch.ldexp(means, -pool_shift.view(-1, 1, 1)).to(x.dtype)
     return MergeResult(merged, assignment, centres)
+
+
+def merge_keeping_first(x: Tensor, n_c: int, k: int = 5, keep: int = 0) -> Tensor:
+    """DPC-KNN over every token of each tile but the first ``keep``, which pass unmerged in front.
+
+    For a split inside the vision tower (AlignedVQ + merging): CLIP's CLS token must reach the server's remaining
+    layers as itself, since LLaVA-1.5's selection drops exactly the first token after them.
+
+    Args:
+        x: Tensor[T, N, D]; n_c, k: as :func:`dpc_knn_merge` (over the N - keep mergeable tokens); keep: 0 or 1.
+
+    Returns:
+        Tensor[T, keep + n_c, D].
+    """
+    if keep not in (0, 1):
+        raise ValueError(f"keep must be 0 or 1, got {keep}")
+    merged = dpc_knn_merge(x[:, keep:], n_c, k).merged
+    return torch.cat([x[:, :keep], merged], dim=1) if keep else merged
