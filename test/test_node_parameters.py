@@ -78,6 +78,15 @@ def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
         wait_for(lambda: device._subs["front"].get_publisher_count())
         client.image(synthetic_frame(0, 32, 32), sec=1)
         wait_for(lambda: client.features, timeout=60)
+        # AlignedVQ: its codebooks file (the committed fixture: d = 64, split after layer 1) names the split.
+        avq = Path(__file__).parent / "fixtures" / "alignedvq_d64_g4r2k16.safetensors"
+        ros.add(
+            DeviceNode(
+                context=ros.context,
+                namespace="avq",
+                parameter_overrides=_params(codec="alignedvq", model_path=str(tiny_model_dir), alignedvq_path=str(avq)),
+            )
+        )
         # Placeholder, on demand: the history, the questions subscription, the stamp tolerance.
         on_demand = ros.add(
             DeviceNode(

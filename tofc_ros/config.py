@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 _RELIABILITY = ("reliable", "best_effort")
-_CODECS = ("tofc", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "rgb8", "placeholder-zstd")
+_CODECS = ("tofc", "alignedvq", "fp16", "fp16-zstd", "quant-zstd", "jpeg", "webp", "rgb8", "placeholder-zstd")
 _DTYPES = ("fp32", "bf16", "fp16")
 _DEFAULT_MODEL = "package://tofc_ros/models/scenes-tiny-ov"
 _DEFAULT_CODEC = "package://tofc_ros/models/scenes-tiny-ov/tofc_codec.safetensors"
@@ -165,7 +165,9 @@ class DeviceConfig(_Validated):
     frame_stride: int = param(1, "Consider only every Nth received frame", low=1, high=10_000)
     codec: str = param(
         "tofc",
-        "Payload: 'tofc' (learned codec, codec_path), feature baselines 'fp16', 'fp16-zstd', 'quant-zstd', image "
+        "Payload: 'tofc' (learned codec, codec_path), 'alignedvq' (codebook indices of the hidden state inside the "
+        "vision tower, alignedvq_path; the split layer is the codec's), feature baselines 'fp16', 'fp16-zstd', "
+        "'quant-zstd', image "
         "baselines 'jpeg', 'webp', 'rgb8' (raw pixels; the server runs the vision tower), or 'placeholder-zstd' "
         "(zstd pixels, answered without a model)",
         choices=_CODECS,
@@ -175,6 +177,9 @@ class DeviceConfig(_Validated):
         "LLaVA checkpoint (llava-hf layout): a path or package://<pkg>/<path>; only its vision tower is loaded",
     )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights (.safetensors) for codec 'tofc'")
+    alignedvq_path: str = param(
+        "", "AlignedVQ codebooks (.safetensors) for codec 'alignedvq' (they name the split layer the device runs to)"
+    )
     operating_points: str = param(
         _DEFAULT_POINTS, "Adaptive mode: operating-point bundle (.safetensors, richest point first)"
     )
@@ -274,6 +279,9 @@ class ServerConfig(_Validated):
         "the vision tower is loaded only with load_vision",
     )
     codec_path: str = param(_DEFAULT_CODEC, "TOFC codec weights accepted (empty: feature/image baselines only)")
+    alignedvq_path: str = param(
+        "", "AlignedVQ codebooks accepted (empty: none); the server then also runs the vision layers after its split"
+    )
     operating_points: str = param(
         "", "Operating-point bundle of adaptive devices (.safetensors): its learned codecs are accepted too"
     )

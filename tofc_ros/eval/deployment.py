@@ -26,6 +26,9 @@ class Point:
         n_c: merged tokens per tile (0: no merging).
         merge: merge method for features ("dpc_knn" is what the device node runs; others for ablations).
         model: llava-hf directory of the backbone this point runs with.
+        split_layer: vision layers the device runs for a weightless feature codec (None: to the feature layer);
+            e.g. raw fp16 of the hidden state inside the tower. A learned codec that names its split (AlignedVQ)
+            brings its own.
     """
 
     name: str
@@ -36,6 +39,7 @@ class Point:
     options: dict = field(default_factory=dict)
     n_c: int = 0
     merge: str = "dpc_knn"
+    split_layer: int | None = None
 
 
 class Deployment:
@@ -52,7 +56,10 @@ class Deployment:
         self._halves: dict[str, tuple] = {}
         self._servers: dict[str, tuple] = {}
         self._codecs: dict[tuple, object] = {}
-        self._learned: dict[str, list[str]] = {}  # backbone -> its points' TOFC codecs, in order, once each
+        self._devices: dict[tuple, object] = {}
+        self._learned: dict[str, list[str]] = {}  # backbone -> its points' learned codecs, in order, once each
+        self._splits: dict[str, set[int]] = {}  # backbone -> the splits inside the tower its points cut at
+        self._points = list(points)
         for p in points:
             if p.kind == "features" and p.codec.endswith(".safetensors"):
                 self._learned.setdefault(p.model, [])
@@ -67,12 +74,33 @@ class Deployment:
             self._codecs[key] = load_codec(point.codec, **point.options)
         return self._codecs[key]
 
+    def split_of(self, point: Point) -> int | None:
+        """The split layer a point's device stops at (None: the feature layer)."""
+        if point.kind != "features":
+            return None
+        return getattr(self.codec(point), "split_layer", point.split_layer)
+
     def halves(self, model: str):
+        """(device half to the feature layer, server half with its vision tower and the tails every point of this
+        backbone needs)."""
         if model not in self._halves:
             from tofc_ros.backbones import load_device_half, load_server_half
 
-            self._halves[model] = (load_device_half(model), load_server_half(model, load_vision=True))
+            splits = {self.split_of(p) for p in self._points if p.model == model} - {None}
+            server = load_server_half(model, load_vision=True, vision_splits=sorted(splits))
+            self._halves[model] = (load_device_half(model), server)
         return self._halves[model]
+
+    def device_half(self, model: str, split_layer: int | None = None):
+        """The device half of a backbone, cut after ``split_layer`` layers (None: the feature layer)."""
+        if split_layer is None:
+            return self.halves(model)[0]
+        key = (model, split_layer)
+        if key not in self._devices:
+            from tofc_ros.backbones import load_device_half
+
+            self._devices[key] = load_device_half(model, split_layer=split_layer)
+        return self._devices[key]
 
     def server(self, model: str):
         """(FrameDecoder, ModelAnswerer) of a backbone, as ``pipeline.answerer.build_server`` makes them."""
@@ -99,5 +127,6 @@ class Deployment:
             def merge(x, n_c, method=point.merge):
                 return merge_features(x, n_c, method)
 
-        dev, _ = self.halves(point.model)
-        return FeatureEncoder(dev, codec, point.n_c, merge=merge)
+        dev = self.device_half(point.model, self.split_of(point))
+        n_c = getattr(codec, "n_clusters", point.n_c)  # an AlignedVQ codec was trained with its own merging
+        return FeatureEncoder(dev, codec, n_c, merge=merge)

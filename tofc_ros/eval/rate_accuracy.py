@@ -266,7 +266,17 @@ def _plot(results: list[PointResult], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    markers = {"tofc": "o", "merge-fp16": "s", "fp16": "D", "fp16-zstd": "P", "jpeg": "^", "webp": "v"}
+    markers = {
+        "tofc": "o",
+        "alignedvq": "*",
+        "merge-fp16": "s",
+        "fp16": "D",
+        "fp16-zstd": "P",
+        "fp16-split": "d",
+        "fp16-zstd-split": "X",
+        "jpeg": "^",
+        "webp": "v",
+    }
     for fam in sorted({r.family for r in results}):
         pts = sorted((r.bytes_per_image, 100 * r.accuracy, r.name) for r in results if r.family == fam)
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -309,10 +319,29 @@ def _tofc_point(spec: str, default_model: str, default_n_c: int) -> Point:
     )
 
 
+def _alignedvq_point(spec: str, default_model: str) -> Point:
+    """``CODEC.safetensors`` (backbone: --model) or an AlignedVQ training run directory (its model/, if trained)."""
+    p = Path(spec)
+    if p.is_dir():
+        model = str(p / "model") if (p / "model" / "config.json").is_file() else None
+        if model is None:
+            model = json.loads((p / "summary.json").read_text(encoding="utf-8"))["config"]["model"]
+        return Point(f"alignedvq {p.name}", "alignedvq", "features", str(p / "alignedvq.safetensors"), model)
+    return Point(f"alignedvq {p.stem}", "alignedvq", "features", str(p), default_model)
+
+
 def build_points(args) -> list[Point]:
     """Points named on the command line."""
     m = args.model
     pts = [_tofc_point(s, m, args.n_c) for s in args.tofc]
+    pts += [_alignedvq_point(s, m) for s in getattr(args, "alignedvq", [])]
+    for x in _parse_ints(getattr(args, "split_raw", "")):
+        pts.append(Point(f"raw fp16 at layer {x}", "fp16-split", "features", "fp16/1", m, split_layer=x))
+        pts.append(
+            Point(
+                f"fp16+zstd at layer {x}", "fp16-zstd-split", "features", "fp16-zstd/1", m, {"level": 19}, split_layer=x
+            )
+        )
     for n in _parse_ints(args.merge):
         pts.append(Point(f"merge n_c={n} fp16", "merge-fp16", "features", "fp16/1", m, n_c=n))
     if args.raw:
@@ -424,6 +453,18 @@ def run(
             row["raw_fp16_over_tofc"] = raw.bytes_per_image / r.bytes_per_image
             row["accuracy_drop_vs_raw_points"] = 100 * (raw.accuracy - r.accuracy)
         comparisons[r.name] = row
+    split_of = {p.name: deployment.split_of(p) for p in points}
+    for r in (r for r in results if r.family == "alignedvq"):
+        # Against the uncompressed hidden state at its split (the paper's ratio) and the uncompressed model.
+        split = split_of.get(r.name)
+        at_split = next((x for x in results if x.family == "fp16-split" and x.name.endswith(f" {split}")), None)
+        row = {"bytes": r.bytes_per_image, "accuracy": r.accuracy, "split_layer": split}
+        if at_split is not None:
+            row["raw_fp16_at_split_over_alignedvq"] = at_split.bytes_per_image / r.bytes_per_image
+            row["accuracy_drop_vs_uncompressed_points"] = 100 * (at_split.accuracy - r.accuracy)
+        if raw is not None:
+            row["accuracy_drop_vs_raw_points"] = 100 * (raw.accuracy - r.accuracy)
+        comparisons[r.name] = row
     data = {
         "split": "test",
         "metric": metric,
@@ -457,6 +498,15 @@ def main(argv: list[str] | None = None) -> int:
         help="CODEC.safetensors[:n_c] (backbone --model) or a tofc training run directory; repeatable",
     )
     ap.add_argument("--n-c", type=int, default=16, help="n_c for --tofc codecs given without one")
+    ap.add_argument(
+        "--alignedvq",
+        action="append",
+        default=[],
+        help="AlignedVQ CODEC.safetensors (backbone --model) or an AlignedVQ training run directory; repeatable",
+    )
+    ap.add_argument(
+        "--split-raw", default="", help="raw fp16 and fp16+zstd of the hidden state after these vision layers (X,...)"
+    )
     ap.add_argument("--merge", default="16", help="merging-only (fp16) points, comma-separated n_c")
     ap.add_argument("--no-raw", dest="raw", action="store_false", help="skip raw fp16 and fp16+zstd")
     ap.add_argument("--jpeg", default="5,10,25,50,90", help="JPEG qualities")
@@ -489,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     metric = args.metric if args.metric != "auto" else ("generate" if args.data_file else "teacher-forced")
     points = build_points(args)
     if not points:
-        raise ValueError("no operating points: give --tofc, --merge, --jpeg, --webp or leave --raw on")
+        raise ValueError("no operating points: give --tofc, --alignedvq, --merge, --jpeg, --webp or leave --raw on")
     data = run(
         points,
         args.limit,

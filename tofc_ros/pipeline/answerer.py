@@ -113,9 +113,11 @@ class ModelAnswerer:
         self._prompts = PromptCache(server_half)
 
     def _features(self, frame: DecodedFrame):
-        """(features [T, n, d], grid, image size) of a frame; images go through the server's vision tower."""
+        """(features [T, n, d], grid, image size) of a frame; images go through the server's vision tower, and
+        features cut inside the tower (AlignedVQ) through the rest of it."""
         if frame.features is not None:
-            return frame.features, frame.header.grid, frame.header.image_size
+            features = self.server_half.finish_vision(frame.features, frame.header.vision_layers)
+            return features, frame.header.grid, frame.header.image_size
         vision = self.server_half.encode_image(frame.rgb)
         return vision.features, vision.grid, vision.image_size
 
@@ -216,10 +218,16 @@ def build_server(config) -> tuple[FrameDecoder, Answerer]:
     from tofc_ros.codec.registry import load_codec
     from tofc_ros.resources import resolve_resource
 
-    server_half = load_server_half(
-        resolve_resource(config.model_path), dtype=config.dtype, device=config.device, load_vision=config.load_vision
-    )
     codecs = [load_codec(str(resolve_resource(config.codec_path)), device=config.device)] if config.codec_path else []
+    if config.alignedvq_path:  # codebooks for payloads cut inside the tower: the server runs the rest of it
+        codecs.append(load_codec(str(resolve_resource(config.alignedvq_path)), device=config.device))
+    server_half = load_server_half(
+        resolve_resource(config.model_path),
+        dtype=config.dtype,
+        device=config.device,
+        load_vision=config.load_vision,
+        vision_splits=[c.split_layer for c in codecs if getattr(c, "split_layer", None) is not None],
+    )
     if config.operating_points:  # an adaptive device's bundle: the server decodes every point of it
         from tofc_ros.codec.points import OperatingPoints
 
@@ -239,5 +247,12 @@ def model_server(server_half, codecs, options=None, *, accept_images: bool, max_
     """(FrameDecoder, ModelAnswerer) around a loaded server half: the one place both are made, for the server node
     (``build_server``) and offline evaluation (``eval.deployment``) alike."""
     limits = {} if max_pixels is None else {"max_pixels": max_pixels}
-    decoder = FrameDecoder(codecs, server_half.spec, server_half.fingerprint, accept_images=accept_images, **limits)
+    decoder = FrameDecoder(
+        codecs,
+        server_half.spec,
+        server_half.fingerprint,
+        accept_images=accept_images,
+        splits=server_half.vision_tails,
+        **limits,
+    )
     return decoder, ModelAnswerer(server_half, options)

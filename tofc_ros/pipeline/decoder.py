@@ -5,7 +5,8 @@ Validation happens once, here, before anything is allocated for the frame's cont
     container (magic, version, limits, section lengths, CRC32)        -> DecodeError
     the message's claimed format == the payload's                     -> DecodeError
     a codec for (format, codec fingerprint) is held                   -> ModelMismatch
-    features: backbone fingerprint and split point == the backbone's  -> ModelMismatch
+    features: backbone fingerprint == the backbone's; split point at the feature layer or one whose vision tail
+              this server holds (AlignedVQ)                           -> ModelMismatch
               image size, grid, tiles, tokens per tile, feature dim fit the backbone (token_order's one rule)
                                                                       -> DecodeError
     images:   this server answers images at all; size within limits   -> ModelMismatch / DecodeError
@@ -62,6 +63,7 @@ class FrameDecoder:
         formats: the payload formats this server answers (None: every registered format of the kinds it can).
         accept_images: image payloads are answered (the server holds a vision tower, or describes pixels).
         max_pixels: largest image accepted (height x width) for image payloads.
+        splits: split layers inside the vision tower whose payloads this server finishes (it holds their tails).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class FrameDecoder:
         formats: Iterable[str] | None = None,
         accept_images: bool = False,
         max_pixels: int = 1 << 25,
+        splits: Iterable[int] = (),
     ):
         self.codecs = tuple(codecs)
         self.spec = spec
@@ -79,6 +82,7 @@ class FrameDecoder:
         self.formats = frozenset(formats) if formats is not None else None
         self.accept_images = accept_images
         self.max_pixels = max_pixels
+        self.splits = frozenset(splits)
 
     def decode(self, payload: bytes, claimed_format: str | None = None) -> DecodedFrame:
         """Validate and decode one payload.
@@ -128,6 +132,7 @@ class FrameDecoder:
 
     def _check_features(self, header: FrameHeader) -> None:
         from tofc_ros.backbones.token_order import check_tile_features
+        from tofc_ros.backbones.vision_split import leading_cls, tokens_at_split
 
         spec = self.spec
         if spec is None:
@@ -136,16 +141,24 @@ class FrameDecoder:
             raise ModelMismatch(
                 f"features from backbone {header.backbone_fingerprint.hex()}, this server holds {self._backbone.hex()}"
             )
-        if header.vision_layers != spec.vision_layers_needed:
+        split = header.vision_layers
+        if split != spec.vision_layers_needed and split not in self.splits:
+            served = sorted({spec.vision_layers_needed, *self.splits})
             raise ModelMismatch(
-                f"features taken after {header.vision_layers} vision layers, this server expects "
-                f"{spec.vision_layers_needed} (another split point)"
+                f"features taken after {split} vision layers; this server finishes payloads cut after {served} "
+                "(another split point)"
             )
         t, c, d = header.feature_shape
         if d != spec.vision_dim:
             raise DecodeError(f"features [{t}, {c}, {d}] do not fit the backbone's feature dim {spec.vision_dim}")
         try:
-            check_tile_features(spec, t, c, header.grid, header.image_size)
+            if split == spec.vision_layers_needed:
+                check_tile_features(spec, t, c, header.grid, header.image_size)
+            else:  # inside the tower: every token, or merged ones (a CLS token kept first)
+                check_tile_features(spec, t, 1, header.grid, header.image_size)
+                lo, hi = leading_cls(spec) + 1, tokens_at_split(spec, split)
+                if not lo <= c <= hi:
+                    raise ValueError(f"the hidden state after layer {split} has {lo}..{hi} tokens per tile")
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"{header.describe()}: {exc}") from None
 

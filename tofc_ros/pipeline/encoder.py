@@ -2,6 +2,8 @@
 
     FeatureEncoder (TOFC and the feature baselines):
         rgb -> DeviceHalf (tiles -> vision tower) -> [T, n_v, d] -> DPC-KNN merge -> [T, n_c, d] -> codec -> payload
+    FeatureEncoder with a DeviceHalf cut inside the tower (AlignedVQ; the codec names the split layer X):
+        rgb -> tiles -> embeddings + layers 1..X -> hidden [T, N, d] (-> optional DPC-KNN, CLS kept) -> codec
     ImageEncoder (JPEG, WebP, the placeholder): rgb -> codec -> payload (the server runs the vision tower)
 
 The device node, replay, offline evaluation, the latency model and the benchmarks all encode through these objects,
@@ -56,6 +58,13 @@ class FeatureEncoder:
     ) -> None:
         if codec.kind != "features":
             raise ValueError(f"{codec.format} codes images, not features: use ImageEncoder")
+        split = device_half.split_layer
+        if getattr(codec, "split_layer", split) != split:
+            raise ValueError(
+                f"{codec.format} codes the hidden state after layer {codec.split_layer}; this vision tower stops "
+                f"after {split}"
+            )
+        self._inside = split < device_half.spec.vision_layers_needed  # a split inside the tower (AlignedVQ)
         self.device_half = device_half
         self.codec = codec
         self.n_clusters = n_clusters
@@ -67,8 +76,9 @@ class FeatureEncoder:
     def encode(self, rgb: np.ndarray) -> EncodedFrame:
         import torch  # here, not at module level: image encoders start without the vision stack
 
+        from tofc_ros.backbones.vision_split import leading_cls
         from tofc_ros.codec import FrameContext
-        from tofc_ros.codec.merging import dpc_knn_merge
+        from tofc_ros.codec.merging import dpc_knn_merge, merge_keeping_first
 
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -76,7 +86,11 @@ class FeatureEncoder:
             t1 = time.perf_counter()
             features = vision.features.float()
             clusters = None
-            if 0 < self.n_clusters < features.shape[1]:
+            if self._inside and 0 < self.n_clusters < features.shape[1] - leading_cls(self.device_half.spec):
+                # Merged before the server's remaining layers, which attend over whatever tokens arrive; CLIP's
+                # CLS stays first and unmerged (the final selection drops it).
+                features = merge_keeping_first(features, self.n_clusters, self.k, leading_cls(self.device_half.spec))
+            elif not self._inside and 0 < self.n_clusters < features.shape[1]:
                 if self._merge is None:
                     merged = dpc_knn_merge(features, self.n_clusters, k=self.k)
                     features = merged.merged
@@ -85,9 +99,7 @@ class FeatureEncoder:
                 else:
                     features = self._merge(features, self.n_clusters)
             t2 = time.perf_counter()
-            context = FrameContext(
-                self._backbone, vision.image_size, vision.grid, self.device_half.spec.vision_layers_needed
-            )
+            context = FrameContext(self._backbone, vision.image_size, vision.grid, self.device_half.split_layer)
             payload = self.codec.encode(features.cpu(), context)
             t3 = time.perf_counter()
         timings = DeviceTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
@@ -115,6 +127,10 @@ def codec_from_config(config):
 
     if config.codec == "tofc":
         return load_codec(str(resolve_resource(config.codec_path)), device=config.device)
+    if config.codec == "alignedvq":
+        if not config.alignedvq_path:
+            raise ValueError("codec 'alignedvq' needs alignedvq_path (the codebooks, which name the split layer)")
+        return load_codec(str(resolve_resource(config.alignedvq_path)), device=config.device)
     options = {
         "fp16": {},
         "fp16-zstd": {"level": config.zstd_level},
@@ -150,8 +166,12 @@ def make_encoder(config) -> FrameEncoder:
     from tofc_ros.backbones import load_device_half
     from tofc_ros.resources import resolve_resource
 
-    device_half = load_device_half(resolve_resource(config.model_path), dtype=config.dtype, device=config.device)
-    return FeatureEncoder(device_half, codec, config.n_clusters, config.dpc_k, keep_clusters=config.debug_image)
+    split = getattr(codec, "split_layer", None)  # AlignedVQ: the device runs only the layers before its split
+    device_half = load_device_half(
+        resolve_resource(config.model_path), dtype=config.dtype, device=config.device, split_layer=split
+    )
+    n_clusters = getattr(codec, "n_clusters", config.n_clusters)  # AlignedVQ was trained for its own merging
+    return FeatureEncoder(device_half, codec, n_clusters, config.dpc_k, keep_clusters=config.debug_image)
 
 
 def make_point_encoders(config):
