@@ -37,6 +37,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check-model": ("tofc_ros.cli", "check_model", "read a llava-hf checkpoint's config, keys and tokenizer"),
     "pretrain": ("tofc_ros.train.pretrain", "main", "pre-train a tiny LLaVA-OneVision from scratch"),
     "train": ("tofc_ros.cli", "train", "Algorithm 1 (TOFC): LoRA + codec, one run or a sweep, several processes"),
+    "train-avq": (
+        "tofc_ros.train.aligned_vq",
+        "main",
+        "AlignedVQ: codebooks (+LoRA after the split) with the task loss",
+    ),
     "eval": ("tofc_ros.eval.rate_accuracy", "main", "rate-accuracy through the deployed encoder/decoder/answerer"),
     "latency": ("tofc_ros.eval.latency", "main", "device, transfer and server latency per operating point"),
     "points": ("tofc_ros.eval.points_bundle", "main", "write an operating-point bundle for an adaptive device"),
