@@ -106,5 +106,7 @@ def test_bad_splits_are_refused(tiny_dirs):
     server = load_server_half(tiny_dirs["onevision"], vision_splits=[1])
     with pytest.raises(RuntimeError, match=r"tails for \[1\]"):
         server.finish_vision(torch.zeros(1, 729, 64), 0)
-    with pytest.raises(ValueError, match=r"\[T, 729, 64\]"):
-        server.finish_vision(torch.zeros(1, 728, 64), 1)
+    with pytest.raises(ValueError, match=r"1 <= N <= 729"):
+        server.finish_vision(torch.zeros(1, 730, 64), 1)  # fewer are merged tokens; more are not this tower's
+    with pytest.raises(ValueError, match=r"\[T, n, 64\]"):
+        server.finish_vision(torch.zeros(1, 16, 32), 1)

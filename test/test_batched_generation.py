@@ -70,8 +70,11 @@ def test_per_row_limits_streaming_and_stopping(halves, prompts):
 def test_answer_batch_streams_text_stops_and_fails_one_task_alone(halves, prompts):
     _, server = halves
     answerer = ModelAnswerer(server, OPTIONS)
-    # What ModelAnswerer reads of a decoded frame: its features and the header's grid and image size.
-    frames = [DecodedFrame(SimpleNamespace(grid=g, image_size=s), features=f) for f, g, s, _ in prompts]
+    # What ModelAnswerer reads of a decoded frame: its features and the header's grid, image size and split point.
+    k = server.spec.vision_layers_needed
+    frames = [
+        DecodedFrame(SimpleNamespace(grid=g, image_size=s, vision_layers=k), features=f) for f, g, s, _ in prompts
+    ]
     alone = [server.generate(*p, OPTIONS).text for p in prompts]
     texts: list[str] = []
     calls = {"n": 0}

@@ -12,6 +12,7 @@ FEATURE_CODECS = ["fp16/1", "fp16-zstd/1", "quant-zstd/1"]
 def test_registry_lists_all_formats():
     assert set(available_codecs()) == {
         "tofc/1",
+        "alignedvq/1",
         "fp16/1",
         "fp16-zstd/1",
         "quant-zstd/1",

@@ -73,6 +73,45 @@ def test_graph_answers_a_question_and_stops_cleanly_on_signal(ros, sig):
     assert "[server_node-2]: process has finished cleanly" in out, out
 
 
+def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(ros):
+    """graph.launch.xml with config/device_alignedvq.yaml + config/server_alignedvq.yaml (installed with the package):
+    the device runs one vision layer of the shipped AlignedVQ model and sends alignedvq/1; the server answers."""
+    from pathlib import Path
+
+    ns = f"avq_{uuid.uuid4().hex[:8]}"
+    config = Path(__file__).resolve().parents[1] / "config"
+    proc = _launch(
+        "graph.launch.xml",
+        f"namespace:={ns}",
+        f"image_topic:=/{ns}/cam",
+        f"device_params:={config / 'device_alignedvq.yaml'}",
+        f"server_params:={config / 'server_alignedvq.yaml'}",
+    )
+    try:
+        node = ros.add(Node("probe", context=ros.context))
+        images = node.create_publisher(Image, f"/{ns}/cam", qos_profile_sensor_data)
+        questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
+        answers = []
+        node.create_subscription(Answer, f"/{ns}/answers", answers.append, RELIABLE)
+        wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=90)
+        rgb = synthetic_frame(0, 360, 640)
+        img = Image(height=360, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
+        img.header.stamp.sec = 5
+        question = Question(question_id="q", text="What color is the circle?", camera="front", timeout_s=30.0)
+        question.image_stamp.sec = 5
+        questions.publish(question)
+        deadline = time.monotonic() + 90
+        while not answers and time.monotonic() < deadline:  # best-effort camera: repeat until encoded
+            images.publish(img)
+            time.sleep(0.3)
+        assert answers and answers[0].status == Answer.STATUS_OK, answers
+        assert answers[0].format == "alignedvq/1" and 0 < answers[0].payload_bytes < 2000
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
 def test_a_node_that_dies_fails_the_launch_with_a_clear_message(tmp_path):
     bad = tmp_path / "server.yaml"
     bad.write_text("/**:\n  ros__parameters:\n    queue_size: 0\n")

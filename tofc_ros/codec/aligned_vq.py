@@ -123,7 +123,7 @@ def _quantized_cdf(counts: np.ndarray) -> list[int]:
     """CompressAI's integer CDF (precision 16) of a pmf proportional to ``counts``, with an escape tail."""
     import importlib
 
-    from . import _compressai  # noqa: F401  (installs the package stand-in)
+    from ._compressai import ans  # noqa: F401  (installs the compressai package stand-in first)
 
     cxx = importlib.import_module("compressai._CXX")
     pmf = np.asarray(counts, dtype=np.float64)

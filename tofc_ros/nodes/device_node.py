@@ -104,7 +104,11 @@ class DeviceNode(Node):
         rate = {"continuous": f"≤ {cfg.max_rate_hz} Hz per camera", "on_demand": "on demand"}.get(
             cfg.mode, f"adaptive: {len(self._encoders) if adaptive else 0} points, {cfg.latency_budget_ms} ms budget"
         )
-        self.get_logger().info(f"{cfg.image_format} images ({topics}) → {self._pub.topic_name} ({cfg.codec}, {rate})")
+        codec = cfg.codec
+        half = getattr(self._encoder, "device_half", None)
+        if half is not None and half.split_layer < half.spec.vision_layers_needed:  # AlignedVQ: a cut inside the tower
+            codec += f", vision layers 1..{half.split_layer} here"
+        self.get_logger().info(f"{cfg.image_format} images ({topics}) → {self._pub.topic_name} ({codec}, {rate})")
 
     def _on_image(self, camera: str, msg) -> None:
         self.counters.add("frames_received")
