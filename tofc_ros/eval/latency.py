@@ -8,6 +8,8 @@
 Modes (each answers the same questions with the same model, through the deployed objects: the device node's
 encoder, the server node's decoder and answerer, see ``eval.deployment``):
     tofc        device: vision tower + DPC-KNN (n_c) + TOFC encode        server: decode + projector + LLM
+    alignedvq   device: embeddings + blocks 1..X (+ DPC-KNN) + VQ encode  server: decode + blocks X+1..k + projector
+                                                                                  + LLM   (--alignedvq, repeatable)
     jpeg q / webp q   device: image encode                                server: image decode + vision tower + LLM
     raw image   device: rgb8 container (H·W·3 bytes + 72)                 server: vision tower + LLM
 Device and server times are medians measured on *this* machine (both halves run here, one after the other); the
@@ -50,28 +52,34 @@ def measure(
     data: str = "easyvqa",
     size: str | None = None,
     max_new_tokens: int = 8,
+    extra: list[Point] = (),
 ) -> dict:
-    """Median device ms, server ms and payload bytes per mode over the first ``images`` test images."""
+    """Median device ms, server ms and payload bytes per mode over the first ``images`` test images.
+
+    ``extra``: more points (e.g. AlignedVQ, each with its own model directory), measured the same way.
+    """
     from tofc_ros.backbones import GenerationOptions
 
     modes = [
         Point(f"tofc n_c={n_c}", "tofc", "features", codec_path, model, n_c=n_c),
+        *extra,
         Point(f"jpeg q={jpeg_q}", "jpeg", "image", "jpeg/1", model, {"quality": jpeg_q}),
         Point(f"webp q={webp_q}", "webp", "image", "webp/1", model, {"quality": webp_q}),
         Point("raw image", "rgb8", "image", "rgb8/1", model),
     ]
-    deployment = Deployment(modes)
-    decoder, answerer = deployment.server(model)
-    answerer.options = GenerationOptions(max_new_tokens=max_new_tokens)
+    deployment = Deployment(modes, GenerationOptions(max_new_tokens=max_new_tokens))
+    servers = {p.name: deployment.server(p.model) for p in modes}
     encoders = {p.name: deployment.encoder(p) for p in modes}
     items = test_items(data, None, size, images)[:images]
     rows: dict[str, dict[str, list[float]]] = {}
     # warm-up (first calls allocate and fill caches)
-    for enc in encoders.values():
+    for name, enc in encoders.items():
+        decoder, answerer = servers[name]
         answerer.answer(decoder.decode(enc.encode(items[0].rgb()).payload), items[0].questions[0])
     for item in items:
         rgb, question = item.rgb(), item.questions[0]
         for name, enc in encoders.items():
+            decoder, answerer = servers[name]
             t0 = time.perf_counter()
             payload = enc.encode(rgb).payload
             t1 = time.perf_counter()
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="models/easyvqa-tiny-ov")
     ap.add_argument("--codec", default="models/easyvqa-tiny-ov/tofc_codec.safetensors")
     ap.add_argument("--n-c", type=int, default=16)
+    ap.add_argument("--alignedvq", action="append", default=[], help="AlignedVQ codec or training run; repeatable")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--jpeg", type=int, default=50)
     ap.add_argument("--webp", type=int, default=50)
@@ -146,8 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    from tofc_ros.eval.rate_accuracy import alignedvq_point
+
+    extra = [alignedvq_point(spec, args.model) for spec in args.alignedvq]
     measured = measure(
-        args.model, args.codec, args.n_c, args.images, args.jpeg, args.webp, args.data, args.size, args.max_new_tokens
+        args.model,
+        args.codec,
+        args.n_c,
+        args.images,
+        args.jpeg,
+        args.webp,
+        args.data,
+        args.size,
+        args.max_new_tokens,
+        extra,
     )
     lat = model_latency(measured)
     out = Path(args.out)

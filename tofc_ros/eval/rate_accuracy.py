@@ -53,6 +53,7 @@ __all__ = [
     "load_eval_file",
     "run",
     "bytes_at_accuracy",
+    "alignedvq_point",
     "main",
 ]
 
@@ -280,7 +281,15 @@ def _plot(results: list[PointResult], path: Path, title: str) -> None:
     for fam in sorted({r.family for r in results}):
         pts = sorted((r.bytes_per_image, 100 * r.accuracy, r.name) for r in results if r.family == fam)
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, marker=markers.get(fam.split(":")[0], "o"), label=fam, linewidth=1.2)
+        if fam == "alignedvq":  # separately trained configurations, not one curve: points, each labelled
+            ax.plot(xs, ys, marker=markers[fam], linestyle="none", markersize=9, label=fam)
+            for k, (x, y, name) in enumerate(pts):
+                label = name.removeprefix("alignedvq ")
+                label = "X" + label.split("-x", 1)[1] if "-x" in label else label  # runs named <data>-x<X>-<config>
+                offset = (5, -10) if k % 2 else (5, 4)
+                ax.annotate(label, (x, y), fontsize=6.5, xytext=offset, textcoords="offset points")
+        else:
+            ax.plot(xs, ys, marker=markers.get(fam.split(":")[0], "o"), label=fam, linewidth=1.2)
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (whole payload, log scale)")
     ax.set_ylabel("exact-match accuracy (%)")
@@ -319,22 +328,27 @@ def _tofc_point(spec: str, default_model: str, default_n_c: int) -> Point:
     )
 
 
-def _alignedvq_point(spec: str, default_model: str) -> Point:
-    """``CODEC.safetensors`` (backbone: --model) or an AlignedVQ training run directory (its model/, if trained)."""
+def alignedvq_point(spec: str, default_model: str) -> Point:
+    """``CODEC.safetensors`` (backbone: the directory holding it if that is a model, else --model) or an AlignedVQ
+    training run directory (its model/, if trained)."""
     p = Path(spec)
     if p.is_dir():
         model = str(p / "model") if (p / "model" / "config.json").is_file() else None
         if model is None:
             model = json.loads((p / "summary.json").read_text(encoding="utf-8"))["config"]["model"]
         return Point(f"alignedvq {p.name}", "alignedvq", "features", str(p / "alignedvq.safetensors"), model)
-    return Point(f"alignedvq {p.stem}", "alignedvq", "features", str(p), default_model)
+    # A codec inside a model directory (a node-ready bundle) belongs to that model, not to --model.
+    model = str(p.parent) if (p.parent / "config.json").is_file() else default_model
+    return Point(
+        f"alignedvq {p.parent.name if model != default_model else p.stem}", "alignedvq", "features", str(p), model
+    )
 
 
 def build_points(args) -> list[Point]:
     """Points named on the command line."""
     m = args.model
     pts = [_tofc_point(s, m, args.n_c) for s in args.tofc]
-    pts += [_alignedvq_point(s, m) for s in getattr(args, "alignedvq", [])]
+    pts += [alignedvq_point(s, m) for s in getattr(args, "alignedvq", [])]
     for x in _parse_ints(getattr(args, "split_raw", "")):
         pts.append(Point(f"raw fp16 at layer {x}", "fp16-split", "features", "fp16/1", m, split_layer=x))
         pts.append(

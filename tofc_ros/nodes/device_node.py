@@ -107,7 +107,7 @@ class DeviceNode(Node):
         codec = cfg.codec
         half = getattr(self._encoder, "device_half", None)
         if half is not None and half.split_layer < half.spec.vision_layers_needed:  # AlignedVQ: a cut inside the tower
-            codec += f", vision layers 1..{half.split_layer} here"
+            codec += f", split after vision block {half.split_layer}"
         self.get_logger().info(f"{cfg.image_format} images ({topics}) → {self._pub.topic_name} ({codec}, {rate})")
 
     def _on_image(self, camera: str, msg) -> None:
