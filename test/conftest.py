@@ -101,3 +101,21 @@ def tiny_codec_path(tiny_model_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_codec") / "tofc_codec.safetensors"
     save_model(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """{kind: directory} of the two tiny checkpoints (OneVision, LLaVA-1.5; seed 0), built once per session."""
+    from tofc_ros.backbones.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_llava")
+    return {kind: save_tiny_model(kind, root / kind, seed=0) for kind in ("onevision", "llava15")}
+
+
+@pytest.fixture(scope="session")
+def references(tiny_dirs):
+    """{kind: reference model} loaded with from_pretrained, the way a user of transformers would."""
+    from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration
+
+    classes = {"onevision": LlavaOnevisionForConditionalGeneration, "llava15": LlavaForConditionalGeneration}
+    return {kind: classes[kind].from_pretrained(d).eval() for kind, d in tiny_dirs.items()}

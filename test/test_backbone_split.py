@@ -22,32 +22,15 @@ from tofc_ros.backbones import (
     load_server_half,
     num_image_tokens,
 )
-from tofc_ros.backbones.tiny import save_tiny_model
 
 QUESTION = "What color is the shape?"
 SIZES = [(480, 640), (1080, 1920), (1, 1), (2000, 2000), (4000, 50)]
 
 
 @pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    """{kind: directory} of the two tiny checkpoints (seed 0), built once per session."""
-    root = tmp_path_factory.mktemp("tiny_llava")
-    return {kind: save_tiny_model(kind, root / kind, seed=0) for kind in ("onevision", "llava15")}
-
-
-@pytest.fixture(scope="session")
 def halves(tiny_dirs):
     """{kind: (device half, server half)} loaded once per session."""
     return {kind: (load_device_half(d), load_server_half(d)) for kind, d in tiny_dirs.items()}
-
-
-@pytest.fixture(scope="session")
-def references(tiny_dirs):
-    """{kind: reference model} loaded with from_pretrained, the way a user of transformers would."""
-    from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration
-
-    classes = {"onevision": LlavaOnevisionForConditionalGeneration, "llava15": LlavaForConditionalGeneration}
-    return {kind: classes[kind].from_pretrained(d).eval() for kind, d in tiny_dirs.items()}
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:

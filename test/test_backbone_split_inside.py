@@ -9,37 +9,15 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import pytest
 import torch
+from test_backbone_split import _image
 
 from tofc_ros.backbones import load_device_half, load_server_half
-from tofc_ros.backbones.tiny import save_tiny_model
 from tofc_ros.backbones.vision_split import VisionTail, check_split_layer, tokens_at_split
 
 QUESTION = "What color is the shape?"
 KINDS = ("onevision", "llava15")
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_split_inside")
-    return {kind: save_tiny_model(kind, root / kind, seed=0) for kind in KINDS}
-
-
-@pytest.fixture(scope="module")
-def references(tiny_dirs):
-    from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration
-
-    classes = {"onevision": LlavaOnevisionForConditionalGeneration, "llava15": LlavaForConditionalGeneration}
-    return {kind: classes[kind].from_pretrained(d).eval() for kind, d in tiny_dirs.items()}
-
-
-def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), (xx + yy) % 256], axis=-1)
-    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,15 +8,13 @@ stage order and a separate multiply and add, never a reduction, a BLAS product o
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
+
+from test_codec_cross_cpu import PORTABLE
+from test_codec_cross_cpu import _run as run_worker
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "test" / "fixtures" / "alignedvq_d64_g4r2k16.safetensors"
-PORTABLE = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"}
 
 WORKER = r"""
 import hashlib, json, pathlib, sys
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 from tofc_ros.codec import FrameContext, load_codec
 
-codec_path, out_dir, in_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+codec_path, out_dir, in_dir, n = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])  # argv[1]: the path's name
 codec = load_codec(codec_path)
 result = {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
 out = pathlib.Path(out_dir)
@@ -46,20 +44,7 @@ print(json.dumps(result))
 
 
 def _run(tmp_path, name: str, env_extra: dict, in_dir: str, n: int) -> dict:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in PORTABLE and not k.startswith(("MKL_", "ATEN_"))}
-    env.update(env_extra, PYTHONPATH=str(REPO))
-    res = subprocess.run(
-        [sys.executable, str(script), str(FIXTURE), str(tmp_path / name), in_dir, str(n)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_worker(tmp_path, name, env_extra, in_dir, n, worker=WORKER, codec=FIXTURE)
 
 
 def test_alignedvq_encode_and_decode_are_identical_across_cpu_code_paths(tmp_path):

@@ -74,13 +74,14 @@ print(json.dumps(result))
 """
 
 
-def _run(tmp_path, name: str, env_extra: dict, in_dir: str, n: int) -> dict:
+def _run(tmp_path, name: str, env_extra: dict, in_dir: str, n: int, worker: str = WORKER, codec=CODEC) -> dict:
+    """Run ``worker`` (argv: codec, out dir, in dir, n) in a fresh process on this CPU path; its last JSON line."""
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(worker)
     env = {k: v for k, v in os.environ.items() if k not in PORTABLE and not k.startswith(("MKL_", "ATEN_"))}
     env.update(env_extra, PYTHONPATH=str(REPO))
     res = subprocess.run(
-        [sys.executable, str(script), name, str(CODEC), str(tmp_path / name), in_dir, str(n)],
+        [sys.executable, str(script), name, str(codec), str(tmp_path / name), in_dir, str(n)],
         cwd=REPO,
         capture_output=True,
         text=True,

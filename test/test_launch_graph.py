@@ -32,6 +32,17 @@ def _launch(*args: str) -> subprocess.Popen:
     )
 
 
+def _probe(ros, ns: str):
+    """A camera publisher, a questions publisher and the answers received, on a launched graph's topics (ready)."""
+    node = ros.add(Node("probe", context=ros.context))
+    images = node.create_publisher(Image, f"/{ns}/cam", qos_profile_sensor_data)
+    questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
+    answers = []
+    node.create_subscription(Answer, f"/{ns}/answers", answers.append, RELIABLE)
+    wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=90)
+    return images, questions, answers
+
+
 def test_demo_launch_runs_the_graph_to_completion():
     ns = f"demo_{uuid.uuid4().hex[:8]}"
     proc = _launch("demo.launch.xml", "questions:=2", f"namespace:={ns}")
@@ -47,12 +58,7 @@ def test_graph_answers_a_question_and_stops_cleanly_on_signal(ros, sig):
     ns = f"g_{uuid.uuid4().hex[:8]}"
     proc = _launch("graph.launch.xml", f"namespace:={ns}", f"image_topic:=/{ns}/cam")
     try:
-        node = ros.add(Node("probe", context=ros.context))
-        images = node.create_publisher(Image, f"/{ns}/cam", qos_profile_sensor_data)
-        questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
-        answers = []
-        node.create_subscription(Answer, f"/{ns}/answers", answers.append, RELIABLE)
-        wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=90)
+        images, questions, answers = _probe(ros, ns)
         rgb = synthetic_frame(0, 24, 32)
         img = Image(height=24, width=32, encoding="rgb8", step=96, data=rgb.tobytes())
         img.header.stamp.sec = 5
@@ -88,12 +94,7 @@ def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(
         f"server_params:={config / 'server_alignedvq.yaml'}",
     )
     try:
-        node = ros.add(Node("probe", context=ros.context))
-        images = node.create_publisher(Image, f"/{ns}/cam", qos_profile_sensor_data)
-        questions = node.create_publisher(Question, f"/{ns}/questions", RELIABLE)
-        answers = []
-        node.create_subscription(Answer, f"/{ns}/answers", answers.append, RELIABLE)
-        wait_for(lambda: images.get_subscription_count() and questions.get_subscription_count(), timeout=90)
+        images, questions, answers = _probe(ros, ns)
         rgb = synthetic_frame(0, 360, 640)
         img = Image(height=360, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
         img.header.stamp.sec = 5

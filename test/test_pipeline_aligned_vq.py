@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half
-from tofc_ros.backbones.tiny import save_tiny_model
 from tofc_ros.codec import FrameContext, peek_header
 from tofc_ros.codec.aligned_vq import AlignedVQ, AlignedVQCodec, AlignedVQConfig, save_aligned_vq
 from tofc_ros.config import DeviceConfig, ServerConfig
@@ -33,12 +32,6 @@ def _image(h: int, w: int, seed: int) -> np.ndarray:
     return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("avq_pipeline")
-    return {kind: save_tiny_model(kind, root / kind, seed=0) for kind in ("onevision", "llava15")}
-
-
 def _fitted_codec(model_dir, split: int, n_clusters: int = 0, stats: str = "scalar") -> AlignedVQCodec:
     device = load_device_half(model_dir, split_layer=split)
     with torch.no_grad():
@@ -54,10 +47,10 @@ def _fitted_codec(model_dir, split: int, n_clusters: int = 0, stats: str = "scal
 
 
 @pytest.mark.parametrize("kind", ["onevision", "llava15"])
-def test_encoder_decoder_answerer_run_the_split_inside_the_tower(kind, tiny):
-    codec = _fitted_codec(tiny[kind], split=1)
-    device = load_device_half(tiny[kind], split_layer=1)
-    server = load_server_half(tiny[kind], vision_splits=[1])
+def test_encoder_decoder_answerer_run_the_split_inside_the_tower(kind, tiny_dirs):
+    codec = _fitted_codec(tiny_dirs[kind], split=1)
+    device = load_device_half(tiny_dirs[kind], split_layer=1)
+    server = load_server_half(tiny_dirs[kind], vision_splits=[1])
     encoder = FeatureEncoder(device, codec, n_clusters=0)
     decoder, answerer = model_server(server, [codec], GenerationOptions(max_new_tokens=6), accept_images=False)
     rgb = _image(480, 640, seed=9)
@@ -82,10 +75,10 @@ def test_encoder_decoder_answerer_run_the_split_inside_the_tower(kind, tiny):
     )
 
 
-def test_merging_after_the_split_keeps_clip_cls_first(tiny):
-    codec = _fitted_codec(tiny["llava15"], split=1, n_clusters=16)
-    device = load_device_half(tiny["llava15"], split_layer=1)
-    server = load_server_half(tiny["llava15"], vision_splits=[1])
+def test_merging_after_the_split_keeps_clip_cls_first(tiny_dirs):
+    codec = _fitted_codec(tiny_dirs["llava15"], split=1, n_clusters=16)
+    device = load_device_half(tiny_dirs["llava15"], split_layer=1)
+    server = load_server_half(tiny_dirs["llava15"], vision_splits=[1])
     decoder, answerer = model_server(server, [codec], GenerationOptions(max_new_tokens=4), accept_images=False)
     payload = FeatureEncoder(device, codec, n_clusters=codec.n_clusters).encode(_image(300, 300, 1)).payload
     assert peek_header(payload).feature_shape == (1, 17, 64)  # CLS + 16 merged tokens
@@ -101,22 +94,24 @@ def test_merging_after_the_split_keeps_clip_cls_first(tiny):
     assert ModelAnswerer(server)._features(frame)[0].shape == (1, 16, 64)  # CLS dropped after the tail
 
 
-def test_payloads_from_another_split_or_codec_are_refused(tiny):
-    codec = _fitted_codec(tiny["onevision"], split=1)
+def test_payloads_from_another_split_or_codec_are_refused(tiny_dirs):
+    codec = _fitted_codec(tiny_dirs["onevision"], split=1)
     payload = (
-        FeatureEncoder(load_device_half(tiny["onevision"], split_layer=1), codec, 0).encode(_image(64, 64, 2)).payload
+        FeatureEncoder(load_device_half(tiny_dirs["onevision"], split_layer=1), codec, 0)
+        .encode(_image(64, 64, 2))
+        .payload
     )
     # A server that finishes no split inside the tower: MODEL_MISMATCH naming the split points it serves.
-    decoder, _ = model_server(load_server_half(tiny["onevision"]), [codec], accept_images=False)
+    decoder, _ = model_server(load_server_half(tiny_dirs["onevision"]), [codec], accept_images=False)
     with pytest.raises(ModelMismatch, match=r"cut after \[2\]"):
         decoder.decode(payload)
     # A server holding the tail but other codebooks: MODEL_MISMATCH by fingerprint.
-    other = _fitted_codec(tiny["onevision"], split=1, stats="none")
-    decoder, _ = model_server(load_server_half(tiny["onevision"], vision_splits=[1]), [other], accept_images=False)
+    other = _fitted_codec(tiny_dirs["onevision"], split=1, stats="none")
+    decoder, _ = model_server(load_server_half(tiny_dirs["onevision"], vision_splits=[1]), [other], accept_images=False)
     with pytest.raises(ModelMismatch, match="fingerprint"):
         decoder.decode(payload)
     # A server with a tail after layer 0 only: another split point.
-    decoder, _ = model_server(load_server_half(tiny["onevision"], vision_splits=[0]), [codec], accept_images=False)
+    decoder, _ = model_server(load_server_half(tiny_dirs["onevision"], vision_splits=[0]), [codec], accept_images=False)
     with pytest.raises(ModelMismatch, match="another split point"):
         decoder.decode(payload)
     # More tokens per tile than the tower has: refused before decoding.
@@ -130,21 +125,21 @@ def test_payloads_from_another_split_or_codec_are_refused(tiny):
         (2, 730, 64),
         list(sections),
     )
-    decoder, _ = model_server(load_server_half(tiny["onevision"], vision_splits=[1]), [codec], accept_images=False)
+    decoder, _ = model_server(load_server_half(tiny_dirs["onevision"], vision_splits=[1]), [codec], accept_images=False)
     with pytest.raises(DecodeError, match="1..729 tokens"):
         decoder.decode(forged)
     # The encoder refuses a tower cut elsewhere than the codec's split.
     with pytest.raises(ValueError, match="after layer 1"):
-        FeatureEncoder(load_device_half(tiny["onevision"]), codec, 0)
+        FeatureEncoder(load_device_half(tiny_dirs["onevision"]), codec, 0)
 
 
-def test_nodes_build_the_split_from_their_parameters(tiny, tmp_path):
+def test_nodes_build_the_split_from_their_parameters(tiny_dirs, tmp_path):
     """DeviceConfig/ServerConfig with codec 'alignedvq': the device stops at the codec's split, the server loads
     the matching tail; what one encodes the other answers."""
-    codec = _fitted_codec(tiny["onevision"], split=1, n_clusters=8)
+    codec = _fitted_codec(tiny_dirs["onevision"], split=1, n_clusters=8)
     path = tmp_path / "alignedvq.safetensors"
     save_aligned_vq(codec.model, path)
-    model = str(tiny["onevision"])
+    model = str(tiny_dirs["onevision"])
     encoder = make_encoder(DeviceConfig(model_path=model, codec="alignedvq", alignedvq_path=str(path), n_clusters=64))
     assert encoder.device_half.split_layer == 1 and encoder.n_clusters == 8  # the codec's merging, not n_clusters
     decoder, answerer = build_server(ServerConfig(model_path=model, codec_path="", alignedvq_path=str(path)))

@@ -3,26 +3,18 @@ the exported codec + model are what the deployed objects load and answer with.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from test_train_tofc import TINY as TOFC_TINY
 
 from tofc_ros.train.aligned_vq import AlignedVQTrainConfig, AlignedVQTrainer
 from tofc_ros.train.common import _from_dict
-from tofc_ros.train.pretrain import TinyModelConfig, build_tiny_ov
+from tofc_ros.train.pretrain import build_tiny_ov
 
-TINY = TinyModelConfig(
-    vision_hidden=32,
-    vision_layers=2,
-    vision_heads=2,
-    vision_mlp=64,
-    text_hidden=32,
-    text_layers=1,
-    text_heads=2,
-    text_kv_heads=1,
-    text_mlp=64,
-)
+TINY = dataclasses.replace(TOFC_TINY, vision_layers=2)  # two blocks: one on each side of the split
 
 
 @pytest.fixture(scope="module")
