@@ -109,3 +109,27 @@ def test_bad_settings_are_refused(tiny_dir, tmp_path):
         AlignedVQTrainer(_cfg(tiny_dir, tmp_path, split_layer=3))
     with pytest.raises(ValueError, match="data"):
         _cfg(tiny_dir, tmp_path, data="coco")
+
+
+def test_llava15_trains_with_its_cls_token_kept_through_the_split(tiny_dirs, tmp_path):
+    """CLIP (LLaVA-1.5): the CLS token crosses the split unmerged in training as in serving, and the exported pair
+    answers through the deployed objects."""
+    import numpy as np
+
+    from tofc_ros.backbones import load_device_half, load_server_half
+    from tofc_ros.codec import load_codec
+    from tofc_ros.pipeline.answerer import model_server
+    from tofc_ros.pipeline.encoder import FeatureEncoder
+
+    cfg = _cfg(tiny_dirs["llava15"], tmp_path / "run", n_clusters=6, steps=2, lora={"r": 2, "vision": True})
+    trainer = AlignedVQTrainer(cfg)
+    h, _, _, _ = trainer.split_features(trainer.train[:1])[0]
+    assert h.shape[1] == 1 + 6  # CLS + merged tokens, as FeatureEncoder sends them
+    files = trainer.run(progress=False)["files"]
+    codec = load_codec(files["codec"])
+    device = load_device_half(files["model"], split_layer=1)
+    decoder, answerer = model_server(load_server_half(files["model"], vision_splits=[1]), [codec], accept_images=False)
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    frame = decoder.decode(FeatureEncoder(device, codec, codec.n_clusters).encode(rgb).payload)
+    assert frame.features.shape[1] == 7
+    assert isinstance(answerer.answer(frame, "What shape is in the image?"), str)
