@@ -26,7 +26,7 @@ help:
 	@echo "make demo      set up what is missing, then replay 1280x720 camera scenes through the device → server graph"
 	@echo "make demo-easyvqa   the same with the easy-vqa sample (64x64 images, the easy-vqa model)"
 	@echo "make demo-adaptive  the same through an uplink whose rate falls, the device adapting its operating point"
-	@echo "make demo-alignedvq the same with AlignedVQ: the robot runs one vision layer and sends codebook indices"
+	@echo "make demo-alignedvq the same with AlignedVQ: the robot runs two vision blocks and sends codebook indices"
 	@echo "make test      set up what is missing, then lint and run the test suite (slow cases: make test-all)"
 	@echo "make format    apply ruff's fixes and formatting (make lint checks them)"
 	@echo "make colcon    the ROS user's path: colcon build into ./install (source install/setup.bash)"
@@ -76,8 +76,8 @@ demo-adaptive: $(BUILD_STAMP)
 	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml output_dir:=$(CURDIR)/out/demo-adaptive rate:=0.25 \
 		device_params:=$(CURDIR)/config/device_adaptive.yaml uplink_trace:=$(CURDIR)/config/uplink_trace_demo.txt
 
-# AlignedVQ: the same replay with the split inside the vision tower (docs/alignedvq.md): the robot runs one vision
-# layer and sends grouped residual VQ indices; the server runs the rest of the tower, the projector and the LLM.
+# AlignedVQ: the same replay with the split inside the vision tower (docs/alignedvq.md): the robot runs two of the
+# three vision blocks and sends grouped residual VQ indices; the server runs the rest, the projector and the LLM.
 demo-alignedvq: $(BUILD_STAMP)
 	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml output_dir:=$(CURDIR)/out/demo-alignedvq rate:=0.5 \
 		device_params:=$(CURDIR)/config/device_alignedvq.yaml server_params:=$(CURDIR)/config/server_alignedvq.yaml
