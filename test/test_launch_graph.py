@@ -43,15 +43,24 @@ def _probe(ros, ns: str):
     return images, questions, answers
 
 
-def _publish_until_answered(images, img: Image, answers: list) -> None:
-    """The camera is best-effort: publish the frame again until an answer arrives (a bound for a loaded machine
-    loading three models, not a verdict on speed)."""
+def _ask_about_one_frame(ros, ns: str, rgb, text: str, timeout_s: float) -> Answer:
+    """Ask about a frame stamped 5 s on a launched graph's topics and return the first Answer. The camera is
+    best-effort, so the frame is published again until an answer arrives (a bound for a loaded machine loading three
+    models, not a verdict on speed)."""
+    images, questions, answers = _probe(ros, ns)
+    h, w = rgb.shape[:2]
+    img = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=rgb.tobytes())
+    img.header.stamp.sec = 5
+    question = Question(question_id="q", text=text, camera="front", timeout_s=timeout_s)
+    question.image_stamp.sec = 5
+    questions.publish(question)
 
     def answered():
         images.publish(img)
         return answers
 
     wait_for(answered, timeout=90, interval=0.25)
+    return answers[0]
 
 
 def test_demo_launch_runs_the_graph_to_completion():
@@ -69,16 +78,9 @@ def test_graph_answers_a_question_and_stops_cleanly_on_signal(ros, sig):
     ns = f"g_{uuid.uuid4().hex[:8]}"
     proc = _launch("graph.launch.xml", f"namespace:={ns}", f"image_topic:=/{ns}/cam")
     try:
-        images, questions, answers = _probe(ros, ns)
-        rgb = synthetic_frame(0, 24, 32)
-        img = Image(height=24, width=32, encoding="rgb8", step=96, data=rgb.tobytes())
-        img.header.stamp.sec = 5
-        question = Question(question_id="q", text="What is there?", camera="front", timeout_s=10.0)
-        question.image_stamp.sec = 5
-        questions.publish(question)
-        _publish_until_answered(images, img, answers)
-        assert answers[0].status == Answer.STATUS_OK, answers
-        assert answers[0].image_stamp.sec == 5
+        answer = _ask_about_one_frame(ros, ns, synthetic_frame(0, 24, 32), "What is there?", timeout_s=10.0)
+        assert answer.status == Answer.STATUS_OK, answer
+        assert answer.image_stamp.sec == 5
     finally:
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
@@ -102,16 +104,11 @@ def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(
         f"server_params:={config / 'server_alignedvq.yaml'}",
     )
     try:
-        images, questions, answers = _probe(ros, ns)
-        rgb = synthetic_frame(0, 360, 640)
-        img = Image(height=360, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
-        img.header.stamp.sec = 5
-        question = Question(question_id="q", text="What color is the circle?", camera="front", timeout_s=30.0)
-        question.image_stamp.sec = 5
-        questions.publish(question)
-        _publish_until_answered(images, img, answers)
-        assert answers[0].status == Answer.STATUS_OK, answers
-        assert answers[0].format == "alignedvq/1" and 0 < answers[0].payload_bytes < 2000
+        answer = _ask_about_one_frame(
+            ros, ns, synthetic_frame(0, 360, 640), "What color is the circle?", timeout_s=30.0
+        )
+        assert answer.status == Answer.STATUS_OK, answer
+        assert answer.format == "alignedvq/1" and 0 < answer.payload_bytes < 2000
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
