@@ -195,8 +195,8 @@ def test_bad_requests_and_busy_each_get_one_answer(ros):
     wait_for(lambda: client.questions.get_subscription_count() > 0 and server.count_publishers("features") > 0)
     client.send_features(PLACEHOLDER.encode(synthetic_frame(0, 4, 4)), sec=1)
     wait_for(lambda: server.core._pairing.cache.get("front", 1_000_000_000))
-    for i in range(4):
-        client.ask(f"q{i}", sec=1)
+    for i in range(4):  # a generous timeout: q1 waits behind the gated q0 for as long as this machine takes
+        client.ask(f"q{i}", sec=1, timeout_s=120.0)
     client.ask("", sec=1)
     client.ask("empty", sec=1, text="  ")
     wait_for(lambda: len(client.answers) >= 4)  # all but the two held by the worker
