@@ -845,6 +845,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = TofcTrainer(run, accelerator).run(resume=args.resume, progress=not args.no_progress)
         if accelerator is None or accelerator.is_main_process:
             print(json.dumps({k: summary.get(k) for k in ("steps", "train_seconds", "processes", "files")}))
+    if accelerator is not None:
+        # Every process reaches here, then the group is torn down: a process that exits with gloo's threads still
+        # up can abort in C++ ("terminate called without an active exception"), and torchrun then fails the run.
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
     return 0
 
 
