@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 
-from tofc_ros.pipeline.frame_store import LATEST, FrameStore
+from tofc_ros.pipeline.frame_store import LATEST, FrameStore, Work
 
 
 class FakeClock:
@@ -22,7 +22,7 @@ def test_continuous_keeps_only_the_newest_frame_and_counts_drops():
     store = FrameStore(["a"], history=0, min_period_s=0.0, clock=FakeClock())
     assert store.put("a", 1, "f1") is False
     assert store.put("a", 2, "f2") is True  # f1 never encoded: dropped
-    assert store.poll() == ("a", 2, "f2")
+    assert store.poll() == Work("a", 2, "f2")
     assert store.poll() is None
 
 
@@ -37,7 +37,7 @@ def test_continuous_rate_limit_and_round_robin():
     assert store.poll() is None  # camera a's period has not passed
     store.put("a", 3, "a3")  # replaces a2, still waiting
     clock.now += 0.01
-    assert store.poll() == ("a", 3, "a3")
+    assert store.poll() == Work("a", 3, "a3")
     store.put("b", 2, "b2")
     store.put("a", 4, "a4")
     clock.now += 0.2
@@ -51,7 +51,7 @@ def test_take_waits_for_work_put_by_another_thread():
     taker.start()
     store.put("a", 7, "f7")
     taker.join(30)
-    assert got == [("a", 7, "f7")]
+    assert got == [Work("a", 7, "f7")]
     store.close()
     assert store.take(timeout=30) is None  # closed: returns at once
 
@@ -62,11 +62,11 @@ def test_on_demand_encodes_the_nearest_frame_once_and_bounds_history():
         store.put("a", stamp, f"f{stamp}")
     assert store.poll() is None  # nothing requested
     store.request("a", 22, tolerance_ns=5)
-    assert store.poll() == ("a", 20, "f20")
+    assert store.poll() == Work("a", 20, "f20")
     store.request("a", 21, tolerance_ns=5)  # same frame again: already sent
     store.request("a", 10, tolerance_ns=5)  # evicted from the 3-frame history
     store.request("a", LATEST, tolerance_ns=0)
-    assert store.poll() == ("a", 40, "f40")
+    assert store.poll() == Work("a", 40, "f40")
     assert store.poll() is None
     assert store.request("zzz", 1, 0) is False
 
@@ -80,13 +80,13 @@ def test_an_adaptive_store_switches_modes_without_losing_its_history():
     store.set_continuous(True)  # waiting requests go: continuous frames reach the server anyway
     assert store.poll() is None
     store.put("a", 2, "f2")
-    assert store.poll() == ("a", 2, "f2")
+    assert store.poll() == Work("a", 2, "f2")
     store.put("a", 3, "f3")
     store.set_continuous(False)  # the pending frame goes; the history stays for requests
     assert store.poll() is None
     store.request("a", 2, 0)  # already sent while continuous: the server has it
     store.request("a", 3, 0)
-    assert store.poll() == ("a", 3, "f3")
+    assert store.poll() == Work("a", 3, "f3")
     try:
         FrameStore(["a"], history=0, min_period_s=0.0, continuous=False)
     except ValueError as exc:

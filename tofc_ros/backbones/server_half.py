@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from .device_half import DeviceHalf, VisionFeatures
+from .evidence import answer_uncertainty, eager_attention, image_attention, token_uncertainty
 from .spec import BackboneSpec
-from .token_order import arrange_image_tokens, check_tile_features
+from .token_order import arrange_views, check_tile_features
 
 __all__ = ["ConversationIds", "GenerationOptions", "GenerationResult", "PreparedInputs", "ServerHalf"]
 
@@ -81,6 +82,8 @@ class GenerationResult:
         prompt_tokens: L, the prompt length including image tokens.
         image_tokens: M.
         stopped: generation was ended by ``should_stop`` (not by EOS or the token limit).
+        uncertainty: the answer's min-entropy in nats (its least sure token's, EOS excluded; ``evidence``).
+        token_uncertainty: [G, 3] per generated token: min-entropy, Shannon entropy, 1 - max p.
     """
 
     text: str
@@ -88,6 +91,8 @@ class GenerationResult:
     prompt_tokens: int
     image_tokens: int
     stopped: bool = False
+    uncertainty: float = float("nan")
+    token_uncertainty: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,15 +191,19 @@ class ServerHalf:
             )
         return tail(self._as_features(hidden))
 
-    def image_embeddings(self, features, grid, image_size) -> torch.Tensor:
+    def image_embeddings(self, features, grid, image_size, detail: tuple | None = None) -> torch.Tensor:
         """Project per-tile features and arrange them in prompt order: [T, n, d] → [M, D].
 
-        Differentiable with respect to ``features`` (gradients flow when called outside inference mode).
+        ``detail``: a second view (features, grid, image size) of the same frame, the robot's crop of where the model
+        looked (two-stage answering), arranged after the first (token_order's regime 3).
+        Differentiable with respect to the features (gradients flow when called outside inference mode).
         """
-        feats = self._as_features(features)
-        check_tile_features(self.spec, feats.shape[0], feats.shape[1], grid, image_size)
-        projected = self.projector(feats)  # [T, n, D]: a per-token MLP, so tile order is preserved
-        return arrange_image_tokens(self.spec, projected, grid, image_size, self.image_newline)
+        views = []
+        for feats, view_grid, size in [(features, grid, image_size), *([detail] if detail is not None else [])]:
+            feats = self._as_features(feats)
+            check_tile_features(self.spec, feats.shape[0], feats.shape[1], view_grid, size)
+            views.append((self.projector(feats), view_grid, size))  # a per-token MLP: tile order is kept
+        return arrange_views(self.spec, views, self.image_newline)
 
     # ---------------------------------------------------------------------------------------------- text side
     def prompt_ids(self, question: str, n_image_tokens: int, history: Sequence[tuple[str, str]] = ()) -> torch.Tensor:
@@ -315,6 +324,7 @@ class ServerHalf:
         question: str,
         answer: str | None = None,
         history: Sequence[tuple[str, str]] = (),
+        detail: tuple | None = None,
     ) -> PreparedInputs:
         """Build the language model's input embeddings (and labels when ``answer`` is given, for training).
 
@@ -326,11 +336,13 @@ class ServerHalf:
             answer: optional assistant answer appended after the generation prompt, followed by EOS.
             history: earlier (question, answer) turns about the same image, rendered before ``question`` by the chat
                 template (their answers are context: not labelled).
+            detail: (features, grid, image size) of a detailed crop of the same frame, arranged after the first view
+                (two-stage answering; see ``image_embeddings``).
 
         Returns:
             PreparedInputs with L = prompt length (+ answer length + 1).
         """
-        image_embeds = self.image_embeddings(features, grid, image_size)  # [M, D]
+        image_embeds = self.image_embeddings(features, grid, image_size, detail)  # [M, D]
         conv = self.conversation_ids([*history, (question, answer)], image_embeds.shape[0])
         ids = conv.input_ids.to(self.device)
         labels = torch.where(conv.turns == len(history), conv.labels, IGNORE_INDEX).to(self.device)
@@ -468,6 +480,10 @@ class ServerHalf:
             pad_token_id=self._pad_id(),
             repetition_penalty=options.repetition_penalty,
             stopping_criteria=StoppingCriteriaList([_as_criterion(tracker, StoppingCriteria)]),
+            # The step scores reach the tracker, which keeps each token's uncertainty (two-stage answering's
+            # confidence) as it is generated: no second pass for it.
+            output_scores=True,
+            return_dict_in_generate=True,
         )
         if options.do_sample:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
@@ -479,16 +495,37 @@ class ServerHalf:
             self.language_model.generate(**kwargs)
         # With inputs_embeds only, decoder-only generate returns just the new tokens; the tracker holds each row's
         # own (what it saw before padding, cut at its EOS, limit or stop).
-        return [
-            GenerationResult(
-                text=self.answer_text(torch.tensor(ids, dtype=torch.long), options),
-                token_ids=torch.tensor(ids, dtype=torch.long),
-                prompt_tokens=int(prepared.input_ids.shape[0]),
-                image_tokens=int(prepared.image_mask.sum()),
-                stopped=stopped,
+        out = []
+        for prepared, ids, stopped, unsure in zip(inputs, tracker.ids, tracker.stopped, tracker.uncertainty):
+            per_token = torch.stack(unsure) if unsure else torch.zeros(0, 3, dtype=torch.float64)
+            out.append(
+                GenerationResult(
+                    text=self.answer_text(torch.tensor(ids, dtype=torch.long), options),
+                    token_ids=torch.tensor(ids, dtype=torch.long),
+                    prompt_tokens=int(prepared.input_ids.shape[0]),
+                    image_tokens=int(prepared.image_mask.sum()),
+                    stopped=stopped,
+                    uncertainty=answer_uncertainty(per_token, ids, self._eos_ids()) if unsure else float("nan"),
+                    token_uncertainty=per_token,
+                )
             )
-            for prepared, ids, stopped in zip(inputs, tracker.ids, tracker.stopped)
-        ]
+        return out
+
+    @torch.inference_mode()
+    def attention_to_image(self, prepared: PreparedInputs, answer_ids: torch.Tensor) -> torch.Tensor:
+        """Where the answer looked: the attention of the positions that produced ``answer_ids`` over the prompt's image
+        positions, one teacher-forced pass with eager attention (``evidence.image_attention``): [M], summing to 1."""
+        answer_ids = answer_ids.to(self.device)
+        if answer_ids.numel() == 0:
+            raise ValueError("an empty answer attends to nothing")
+        embed = self.language_model.get_input_embeddings()
+        embeds = torch.cat([prepared.inputs_embeds, embed(answer_ids).to(prepared.inputs_embeds.dtype)])[None]
+        n_prompt = prepared.inputs_embeds.shape[0]
+        queries = torch.arange(n_prompt - 1, n_prompt - 1 + answer_ids.numel(), device=self.device)
+        mask = torch.cat([prepared.image_mask, torch.zeros_like(answer_ids, dtype=torch.bool)])
+        with eager_attention(self.language_model) as lm:
+            out = lm(inputs_embeds=embeds, output_attentions=True, use_cache=False)
+        return image_attention(out.attentions, mask, queries)
 
     def answer_text(self, token_ids: torch.Tensor, options: GenerationOptions | None = None) -> str:
         """The answer text of generated ids [G]: special tokens removed, cut at a stop string, stripped."""
@@ -551,15 +588,19 @@ class _RowTracker:
         self.should_stop = should_stop
         self.stop_text = stop_text
         self.ids: list[list[int]] = [[] for _ in limits]
+        self.uncertainty: list[list[torch.Tensor]] = [[] for _ in limits]
         self.done = [False] * len(limits)
         self.stopped = [False] * len(limits)
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         newest = input_ids[:, -1].tolist()
+        step = token_uncertainty(scores[-1].float()) if scores else None  # [B, 3]: this step's scores
         for b, token in enumerate(newest):
             if self.done[b]:
                 continue
             self.ids[b].append(int(token))
+            if step is not None:
+                self.uncertainty[b].append(step[b].cpu())
             if self.on_tokens is not None:
                 self.on_tokens(b, torch.tensor(self.ids[b], dtype=torch.long))
             finished = int(token) in self.eos or len(self.ids[b]) >= self.limits[b]

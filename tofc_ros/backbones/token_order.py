@@ -28,6 +28,14 @@ Two regimes, chosen by n:
    merger emitted (the codec's cluster order); the server never reorders them.
    LLaVA-1.5 (one tile, no newline embedding): the n tokens as they are, M = n.
 
+3. Two views of one frame (two-stage answering: the first pass's tokens, then the robot's detailed crop of where the
+   model looked, each arranged on its own by 1. or 2.):
+
+       [view 0: M_0 tokens] [newline] [view 1: M_1 tokens]          (OneVision; LLaVA-1.5: no newline between)
+
+   The global view comes first, as the thumbnail does within a view, and the newline ends it as it ends a tile row.
+   Training (``TrainableLlava`` through ``ServerHalf.prepare_inputs(detail=...)``) and serving build it here alike.
+
 ``num_image_tokens`` gives M without any tensors; the prompt gets exactly M image placeholder tokens.
 """
 
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 
 from .spec import BackboneSpec
 
-__all__ = ["arrange_image_tokens", "num_image_tokens", "check_tile_features"]
+__all__ = ["arrange_image_tokens", "arrange_views", "num_image_tokens", "check_tile_features"]
 
 
 def check_tile_features(spec: BackboneSpec, n_tiles: int, n_per_tile: int, grid, image_size) -> None:
@@ -105,6 +113,17 @@ def arrange_image_tokens(
     if n < spec.tokens_per_tile:
         return _merged_order(tiles, rows, cols, newline)
     return _reference_packing(spec, tiles, rows, cols, image_size, newline)
+
+
+def arrange_views(spec: BackboneSpec, views, image_newline: torch.Tensor | None) -> torch.Tensor:
+    """Arrange one or two views (regime 3 of the module docstring): ``views`` is a sequence of (tiles [T, n, D], grid,
+    image_size), each arranged by ``arrange_image_tokens``; returns [M_0 (+ 1 + M_1), D]."""
+    if not 1 <= len(views) <= 2:
+        raise ValueError(f"one or two views, got {len(views)}")
+    parts = [arrange_image_tokens(spec, tiles, grid, size, image_newline) for tiles, grid, size in views]
+    if len(parts) == 2 and spec.family == "onevision":
+        parts.insert(1, image_newline.to(parts[0].device, parts[0].dtype)[None])
+    return torch.cat(parts, dim=0)
 
 
 def _merged_order(tiles: torch.Tensor, rows: int, cols: int, newline: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,10 @@ class AnswerTask:
         stop: polled after every generated token; True ends this answer where it is.
         history: earlier (question, answer) turns about the same frame, rendered before ``question`` by the chat
             template (offline evaluation of multi-turn conversations; the nodes ask single questions).
+        detail: the robot's detailed crop of the same frame, answered from after the frame's own tokens (two-stage
+            answering's second pass).
+        look_above: find where the answer looked (``Answered.token_weights``) when its uncertainty is above this
+            (two-stage answering's first pass); None: never.
     """
 
     frame: DecodedFrame
@@ -65,15 +69,21 @@ class AnswerTask:
     on_text: Callable[[str], None] | None = None
     stop: Callable[[], bool] | None = None
     history: tuple[tuple[str, str], ...] = ()
+    detail: DecodedFrame | None = None
+    look_above: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Answered:
-    """What ``answer_batch`` gives for one task: the text, and whether ``stop`` ended it early."""
+    """What ``answer_batch`` gives for one task: the text, whether ``stop`` ended it early, how sure it was, and
+    (when asked) where it looked: one weight per token of the frame's payload, payload order, summing to 1."""
 
     text: str
     stopped: bool = False
     tokens: int = 0
+    uncertainty: float = float("nan")
+    token_weights: np.ndarray | None = None
+    token_uncertainty: np.ndarray | None = None  # [A, 3] per answer token (EOS excluded): min-entropy, entropy, 1-p
 
 
 class BatchAnswerer(Protocol):
@@ -139,9 +149,10 @@ class ModelAnswerer:
         with torch.inference_mode():
             for i, task in enumerate(tasks):
                 try:
+                    detail = None if task.detail is None else self._features(task.detail)
                     prepared.append(
                         self.server_half.prepare_inputs(
-                            *self._features(task.frame), task.question, history=tuple(task.history)
+                            *self._features(task.frame), task.question, history=tuple(task.history), detail=detail
                         )
                     )
                     rows.append(i)
@@ -173,9 +184,39 @@ class ModelAnswerer:
                 for i in rows:
                     out[i] = exc
             else:
-                for i, result in zip(rows, results, strict=True):
-                    out[i] = Answered(result.text, result.stopped, int(result.token_ids.shape[0]))
+                for i, result, inputs in zip(rows, results, prepared, strict=True):
+                    try:
+                        weights = self._looked_at(tasks[i], inputs, result)
+                    except Exception as exc:  # this answer's own failure
+                        out[i] = exc
+                        continue
+                    tokens = int(result.token_ids.shape[0])
+                    per_token = None
+                    if result.token_uncertainty is not None and len(result.token_uncertainty):
+                        eos = set(self.server_half._eos_ids())
+                        said = [j for j, t in enumerate(result.token_ids.tolist()) if t not in eos]
+                        per_token = result.token_uncertainty[said].numpy()
+                    out[i] = Answered(result.text, result.stopped, tokens, result.uncertainty, weights, per_token)
         return out
+
+    def _looked_at(self, task: AnswerTask, inputs, result) -> np.ndarray | None:
+        """Where an unsure answer looked, per token of the frame's payload (None when not asked, or sure enough)."""
+        from tofc_ros.backbones.evidence import image_token_sources
+
+        if task.look_above is None or result.stopped or not result.uncertainty > task.look_above:
+            return None
+        eos = set(self.server_half._eos_ids())
+        ids = result.token_ids[: max(1, sum(1 for t in result.token_ids.tolist() if t not in eos))]
+        over_image = self.server_half.attention_to_image(inputs, ids).numpy()  # [M], prompt order
+        header = task.frame.header
+        if task.frame.features is None or header.vision_layers != self.server_half.spec.vision_layers_needed:
+            return None  # pixels, or a cut inside the tower: the device has no token -> pixel map for these
+        t, n, _ = header.feature_shape
+        sources = image_token_sources(self.server_half.spec, t, n, header.grid, header.image_size)
+        weights = np.zeros(t * n, dtype=np.float64)
+        keep = sources >= 0  # newline positions are no payload token
+        np.add.at(weights, sources[keep], over_image[: len(sources)][keep])
+        return (weights / weights.sum()).astype(np.float32)
 
     def score(
         self,

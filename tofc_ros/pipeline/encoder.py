@@ -73,7 +73,9 @@ class FeatureEncoder:
         self.keep_clusters = keep_clusters
         self._backbone = bytes.fromhex(device_half.fingerprint) if device_half.fingerprint else bytes(16)
 
-    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+    def encode(self, rgb: np.ndarray, n_clusters: int | None = None) -> EncodedFrame:
+        """Encode an RGB image [H, W, 3] uint8; ``n_clusters`` overrides the encoder's own (a two-stage refinement
+        asks for its crop's detail)."""
         import torch  # here, not at module level: image encoders start without the vision stack
 
         from tofc_ros.backbones.vision_split import leading_cls
@@ -86,18 +88,19 @@ class FeatureEncoder:
             t1 = time.perf_counter()
             features = vision.features.float()
             clusters = None
-            if self._inside and 0 < self.n_clusters < features.shape[1] - leading_cls(self.device_half.spec):
+            n_c = self.n_clusters if n_clusters is None else n_clusters
+            if self._inside and 0 < n_c < features.shape[1] - leading_cls(self.device_half.spec):
                 # Merged before the server's remaining layers, which attend over whatever tokens arrive; CLIP's
                 # CLS stays first and unmerged (the final selection drops it).
-                features = merge_keeping_first(features, self.n_clusters, self.k, leading_cls(self.device_half.spec))
-            elif not self._inside and 0 < self.n_clusters < features.shape[1]:
+                features = merge_keeping_first(features, n_c, self.k, leading_cls(self.device_half.spec))
+            elif not self._inside and 0 < n_c < features.shape[1]:
                 if self._merge is None:
-                    merged = dpc_knn_merge(features, self.n_clusters, k=self.k)
+                    merged = dpc_knn_merge(features, n_c, k=self.k)
                     features = merged.merged
                     if self.keep_clusters:
                         clusters = (merged.assignment.numpy(), merged.centres.numpy())
                 else:
-                    features = self._merge(features, self.n_clusters)
+                    features = self._merge(features, n_c)
             t2 = time.perf_counter()
             context = FrameContext(self._backbone, vision.image_size, vision.grid, self.device_half.split_layer)
             payload = self.codec.encode(features.cpu(), context)
@@ -171,7 +174,8 @@ def make_encoder(config) -> FrameEncoder:
         resolve_resource(config.model_path), dtype=config.dtype, device=config.device, split_layer=split
     )
     n_clusters = getattr(codec, "n_clusters", config.n_clusters)  # AlignedVQ was trained for its own merging
-    return FeatureEncoder(device_half, codec, n_clusters, config.dpc_k, keep_clusters=config.debug_image)
+    keep = config.debug_image or config.two_stage  # the overlay draws the assignment; two-stage maps tokens by it
+    return FeatureEncoder(device_half, codec, n_clusters, config.dpc_k, keep_clusters=keep)
 
 
 def make_point_encoders(config):

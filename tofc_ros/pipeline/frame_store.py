@@ -12,9 +12,20 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from tofc_ros.pipeline.pairing import LATEST
+
+
+class Work(NamedTuple):
+    """What the encoder thread does next: encode ``frame`` of ``camera`` stamped ``stamp_ns``, or, with ``refine``
+    (a two-stage RefineAsk), crop it and encode the crop; ``frame`` is None when the frame that request names is not
+    in the history (the device then refuses it)."""
+
+    camera: str
+    stamp_ns: int
+    frame: Any
+    refine: Any = None
 
 
 class FrameStore:
@@ -46,6 +57,7 @@ class FrameStore:
         self._period = min_period_s
         self._next_start = dict.fromkeys(cameras, 0.0)
         self._requests: collections.deque[tuple[str, int, float]] = collections.deque(maxlen=max_requests)
+        self._refines: collections.deque[tuple[str, int, int, Any]] = collections.deque(maxlen=max_requests)
         self._published: dict[str, collections.OrderedDict] = {c: collections.OrderedDict() for c in cameras}
         self._closed = False
         self.continuous = history == 0 if continuous is None else continuous
@@ -94,13 +106,23 @@ class FrameStore:
             self._cond.notify_all()
             return True
 
-    def poll(self) -> tuple[str, int, Any] | None:
-        """The next (camera, stamp_ns, frame) to encode now, or None; never waits."""
+    def refine(self, camera: str, stamp_ns: int, tolerance_ns: int, ask: Any) -> bool:
+        """Two-stage: crop the frame of `camera` nearest `stamp_ns` for ``ask`` (before any other work: a question
+        waits for it). Returns False for an unknown camera."""
+        with self._cond:
+            if camera not in self._recent:
+                return False
+            self._refines.append((camera, stamp_ns, tolerance_ns, ask))
+            self._cond.notify_all()
+            return True
+
+    def poll(self) -> Work | None:
+        """The next Work to do now, or None; never waits."""
         with self._cond:
             return None if self._closed else self._next_work()
 
-    def take(self, timeout: float) -> tuple[str, int, Any] | None:
-        """The next (camera, stamp_ns, frame) to encode, waiting up to `timeout` seconds; None if there is none."""
+    def take(self, timeout: float) -> Work | None:
+        """The next Work, waiting up to `timeout` seconds; None if there is none."""
         deadline = self._clock() + timeout
         with self._cond:
             while not self._closed:
@@ -126,7 +148,11 @@ class FrameStore:
         waits = [self._next_start[c] - self._clock() for c, p in self._pending.items() if p is not None]
         return max(min(waits), 0.001) if waits else 3600.0
 
-    def _next_work(self) -> tuple[str, int, Any] | None:
+    def _next_work(self) -> Work | None:
+        if self._refines:
+            camera, stamp, tolerance, ask = self._refines.popleft()
+            found = self._nearest(camera, stamp, tolerance)
+            return Work(camera, stamp, None, ask) if found is None else Work(camera, found[0], found[1], ask)
         if self.continuous:
             now = self._clock()
             ready = [c for c, p in self._pending.items() if p is not None and self._next_start[c] <= now]
@@ -137,7 +163,7 @@ class FrameStore:
             self._pending[camera] = None
             self._next_start[camera] = now + self._period
             self._mark_published(camera, stamp)
-            return camera, stamp, frame
+            return Work(camera, stamp, frame)
         while self._requests:
             camera, stamp, tolerance = self._requests.popleft()
             found = self._nearest(camera, stamp, tolerance)
@@ -147,7 +173,7 @@ class FrameStore:
             if found[0] in published:  # already sent: the server has it cached
                 continue
             self._mark_published(camera, found[0])
-            return camera, found[0], found[1]
+            return Work(camera, found[0], found[1])
         return None
 
     def _mark_published(self, camera: str, stamp: int) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Status",
+    "Refinement",
     "DeviceTimings",
     "EncodedFrame",
     "ReceivedFrame",
@@ -70,6 +71,15 @@ class Status(enum.IntEnum):
     BAD_REQUEST = 6  # the question itself is invalid
     INTERNAL_ERROR = 7  # anything else; the error text says what
     CANCELED = 8  # cancelled by its asker (action goals), waiting or generating; text: the partial answer
+
+
+class Refinement(enum.IntEnum):
+    """How two-stage answering ended for one answer; the values are tofc_msgs/Answer's REFINE_* constants."""
+
+    NONE = 0  # answered from the first pass (confident enough, or two-stage answering is off)
+    DONE = 1  # answered from the first pass's tokens plus the robot's detailed crop
+    TIMED_OUT = 2  # the first-pass answer: no detail came within refine_timeout_s (or the question's own deadline)
+    FAILED = 3  # the first-pass answer: the device refused, or its crop could not be decoded or answered
 
 
 @dataclass(frozen=True)
@@ -166,3 +176,6 @@ class AnswerRecord:
     wait_ms: float = 0.0
     server_ms: float = 0.0
     total_ms: float = 0.0
+    refinement: Refinement = Refinement.NONE
+    uncertainty: float = float("nan")  # min-entropy (nats) of the answer's least sure token; NaN: unknown
+    refine_payload_bytes: int = 0  # the detailed crop's bytes (payload_bytes: the first pass's)

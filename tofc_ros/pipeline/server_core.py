@@ -25,6 +25,12 @@ A question's deadline bounds all of it: waiting for its frame (then NO_FRAME), w
 the answer token by token (``on_text``) and cancel it (``cancelled``: CANCELED with the text so far); the node turns
 them into action feedback and cancel requests, and nothing here knows about actions.
 
+Two-stage answering (``TwoStage`` given): a first-pass answer whose uncertainty is above the threshold is held, and
+``run_batch`` returns a ``RefineAsk`` in its place (the node publishes it as a RefineRequest). The device's reply
+comes back through ``refined(RefineReply)`` (executor thread): a Job answered again from the first pass's tokens plus
+the crop, or at once the first-pass record flagged FAILED; ``expire`` flags TIMED_OUT the held answers whose detail
+did not come in time. A held question still counts against ``queue_size`` and still leaves exactly once.
+
 Latency of an answer (milliseconds): device = the frame's own device time; transfer = arrival - sent (needs synced
 clocks; 0 when the device did not say); wait = work started - question received; server = answer done - work
 started; total = answer done - question asked (its header stamp, else its receipt).
@@ -32,6 +38,7 @@ started; total = answer done - question asked (its header stamp, else its receip
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,19 +46,49 @@ from dataclasses import dataclass
 from tofc_ros.pipeline.answerer import Answered, Answerer, AnswerTask
 from tofc_ros.pipeline.decoder import FrameDecoder, FrameError
 from tofc_ros.pipeline.pairing import LATEST, FrameCache, Pairing, Refused, Waiting
-from tofc_ros.pipeline.records import AnswerRecord, DecodedFrame, ReceivedFrame, Request, Status
+from tofc_ros.pipeline.records import AnswerRecord, DecodedFrame, ReceivedFrame, Refinement, Request, Status
+from tofc_ros.pipeline.refine import RefineAsk, RefineReply
 
-__all__ = ["Clock", "Hooks", "Job", "ServerCore"]
+__all__ = ["Clock", "Hooks", "Job", "ServerCore", "TwoStage"]
 
 Clock = Callable[[], int]  # nanoseconds
 
 
 @dataclass(frozen=True)
 class Job:
-    """A question paired with its frame, ready for the worker."""
+    """A question paired with its frame, ready for the worker; a second pass also carries the robot's crop
+    (``detail``) and the first pass's record (what is published if the second pass fails)."""
 
     request: Request
     frame: ReceivedFrame
+    detail: ReceivedFrame | None = None
+    first: AnswerRecord | None = None
+
+
+@dataclass(frozen=True)
+class TwoStage:
+    """Two-stage answering's settings (server parameters two_stage, refine_*).
+
+    Attributes:
+        threshold: ask for detail when the first-pass answer's min-entropy (nats) is above this.
+        timeout_ns: longest wait for the detail (the question's own deadline also bounds it).
+        max_area: the region's largest area as a fraction of the frame (0: the device's default).
+        n_clusters: merged tokens per tile of the crop (0: the device's default).
+    """
+
+    threshold: float
+    timeout_ns: int
+    max_area: float = 0.0
+    n_clusters: int = 0
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A first-pass answer waiting for its detail."""
+
+    job: Job
+    record: AnswerRecord
+    deadline_ns: int
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,7 @@ class ServerCore:
         max_cameras: cameras tracked at once.
         queue_size: questions held at once (waiting for a frame or queued for the worker); beyond: BUSY.
         stamp_tolerance_ns: largest stamp gap that still pairs a question with a frame (0: exact).
+        two_stage: ask the robot for detail where the model is unsure (None: one pass).
     """
 
     def __init__(
@@ -91,11 +129,14 @@ class ServerCore:
         max_cameras: int = 64,
         queue_size: int = 8,
         stamp_tolerance_ns: int = 0,
+        two_stage: TwoStage | None = None,
     ) -> None:
         self.decoder = decoder
         self.answerer = answerer
         self.clock = clock
         self.queue_size = queue_size
+        self.two_stage = two_stage
+        self._held: dict[str, _Held] = {}  # question_id -> first pass waiting for detail (under _lock)
         self._pairing: Pairing[ReceivedFrame] = Pairing(
             FrameCache(cache_size, max_cameras), queue_size, stamp_tolerance_ns
         )
@@ -118,6 +159,16 @@ class ServerCore:
     def cached_frames(self) -> int:
         return len(self._pairing.cache)
 
+    @property
+    def refining(self) -> int:
+        """First-pass answers waiting for the robot's detail."""
+        with self._lock:
+            return len(self._held)
+
+    def _held_elsewhere(self) -> int:
+        with self._lock:
+            return self._in_flight + len(self._held)
+
     # --------------------------------------------------------------------------------------- executor thread
     def add_frame(self, frame: ReceivedFrame) -> list[Job]:
         """Cache a frame; return the jobs of the questions that were waiting for it.
@@ -134,7 +185,7 @@ class ServerCore:
             return self.record(request, Status.BAD_REQUEST, error="question_id and text must not be empty")
         waiting = Waiting(request.question_id, request.camera, request.stamp_ns, request.deadline_ns, request)
         try:
-            frame = self._pairing.ask(waiting, in_flight=self._in_flight)
+            frame = self._pairing.ask(waiting, in_flight=self._held_elsewhere())
         except Refused as exc:
             return self.record(request, exc.status, error=str(exc))
         return None if frame is None else self._job(request, frame)
@@ -144,14 +195,23 @@ class ServerCore:
         an AnswerRecord when refused (it counts against the same bound as every other question)."""
         if not request.question_id or not request.text.strip():
             return self.record(request, Status.BAD_REQUEST, error="question_id and text must not be empty")
-        held = self._pairing.waiting + self._in_flight
+        held = self._pairing.waiting + self._held_elsewhere()
         if held >= self.queue_size:
             return self.record(request, Status.BUSY, error=f"{held} questions held, limit {self.queue_size}")
         return self._job(request, frame)
 
     def expire(self) -> list[AnswerRecord]:
-        """NO_FRAME answers for the questions whose deadline has passed."""
-        out = []
+        """NO_FRAME answers for the questions whose deadline has passed, and the first-pass answers (TIMED_OUT)
+        whose detail did not come in time."""
+        now = self.clock()
+        with self._lock:
+            late = [h for h in self._held.values() if h.deadline_ns <= now]
+            for held in late:
+                del self._held[held.record.question_id]
+        out = [
+            _flagged(held.record, Refinement.TIMED_OUT, "no detail from the device in time: the first-pass answer")
+            for held in late
+        ]
         for waiting in self._pairing.expire(self.clock()):
             request = waiting.request
             which = "the latest frame" if request.stamp_ns == LATEST else f"the frame stamped {request.stamp_ns} ns"
@@ -174,8 +234,37 @@ class ServerCore:
         return None if waiting is None else self.record(waiting.request, Status.CANCELED, error=why)
 
     def drain(self) -> list[AnswerRecord]:
-        """TIMEOUT answers for every question still waiting (shutdown)."""
-        return [self.record(w.request, Status.TIMEOUT, error="server shutting down") for w in self._pairing.drain()]
+        """TIMEOUT answers for every question still waiting (shutdown); held first passes are published as they are,
+        flagged TIMED_OUT."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        out = [self.record(w.request, Status.TIMEOUT, error="server shutting down") for w in self._pairing.drain()]
+        why = "server shutting down before the detail came"
+        return out + [_flagged(h.record, Refinement.TIMED_OUT, why) for h in held]
+
+    def refined(self, reply: RefineReply) -> Job | AnswerRecord:
+        """The device's reply to a RefineAsk: a Job for the second pass, or the first-pass record flagged FAILED.
+
+        Raises:
+            Refused: no answer is waiting for detail under that question_id (unknown, or already timed out).
+        """
+        with self._lock:
+            held = self._held.get(reply.question_id)
+            if held is None:
+                raise Refused(Status.BAD_REQUEST, f"no answer is waiting for detail for question '{reply.question_id}'")
+            first = held.job.frame
+            if (reply.camera, reply.stamp_ns) != (first.camera, first.stamp_ns):
+                raise Refused(
+                    Status.BAD_REQUEST,
+                    f"detail for question '{reply.question_id}' names {reply.camera!r} at {reply.stamp_ns} ns; "
+                    f"its first pass was {first.camera!r} at {first.stamp_ns} ns",
+                )
+            del self._held[reply.question_id]
+            if reply.ok:
+                self._in_flight += 1
+        if not reply.ok:
+            return _flagged(held.record, Refinement.FAILED, f"the device sent no detail: {reply.error}")
+        return Job(held.job.request, held.job.frame, detail=reply.frame, first=held.record)
 
     def _job(self, request: Request, frame: ReceivedFrame) -> Job:
         with self._lock:
@@ -187,8 +276,11 @@ class ServerCore:
         """Decode the job's frame (once per frame) and answer; every failure becomes its status. Never raises."""
         return self.run_batch([job], {job.request.question_id: hooks} if hooks else None)[0]
 
-    def run_batch(self, jobs: Sequence[Job], hooks: Mapping[str, Hooks] | None = None) -> list[AnswerRecord]:
-        """Answer jobs together: one AnswerRecord per job, in order. Never raises.
+    def run_batch(
+        self, jobs: Sequence[Job], hooks: Mapping[str, Hooks] | None = None
+    ) -> list[AnswerRecord | RefineAsk]:
+        """Answer jobs together: one AnswerRecord per job, in order (a RefineAsk in place of a first-pass answer that
+        is held for detail, see the module docstring). Never raises.
 
         Each job is checked and its frame decoded on its own (once per frame; a refusal is that job's status), then
         the answerable ones go to the answerer in one ``answer_batch`` call when it has one (one batched prefill
@@ -211,6 +303,9 @@ class ServerCore:
                 except Exception as exc:  # the checks themselves failed: still this job's answer
                     outcome = self.record(job.request, Status.INTERNAL_ERROR, job.frame, started, error=repr(exc))
                 if isinstance(outcome, AnswerRecord):
+                    if job.first is not None and outcome.status != Status.OK:  # a second pass that cannot run
+                        flag = Refinement.TIMED_OUT if outcome.status == Status.TIMEOUT else Refinement.FAILED
+                        outcome = _flagged(job.first, flag, f"no second pass: {outcome.error}", job.detail)
                     records[i] = outcome
                 else:
                     tasks.append((i, outcome))
@@ -221,15 +316,15 @@ class ServerCore:
                 except Exception as exc:  # answer_batch should return failures, not raise them
                     results = [exc] * len(tasks)
                 for (i, _), result in zip(tasks, results, strict=True):  # a short list is a failure, not a gap
-                    records[i] = self._answered(jobs[i], result, started, hooks)
+                    records[i] = self._outcome(jobs[i], result, started, hooks)
             else:
                 for i, task in tasks:
-                    records[i] = self._answered(jobs[i], self._answer_one(task), started, hooks)
+                    records[i] = self._outcome(jobs[i], self._answer_one(task), started, hooks)
         except Exception as exc:  # even the bookkeeping failed: still one answer each
             for i, job in enumerate(jobs):
                 if records[i] is None:
                     req = job.request
-                    records[i] = AnswerRecord(
+                    records[i] = job.first or AnswerRecord(
                         req.question_id, Status.INTERNAL_ERROR, error=repr(exc), camera=req.camera
                     )
         finally:
@@ -257,6 +352,15 @@ class ServerCore:
             decoded_frame = self._decode(frame, decoded)
         except FrameError as exc:
             return self.record(request, exc.status, frame, started, error=str(exc))
+        detail = None
+        if job.detail is not None:  # a second pass: a crop that cannot be decoded leaves the first-pass answer
+            try:
+                if job.detail.refusal:
+                    raise FrameError(job.detail.refusal)
+                detail = self.decoder.decode(job.detail.payload, job.detail.format)
+            except FrameError as exc:
+                return _flagged(job.first, Refinement.FAILED, f"the detail could not be decoded: {exc}", job.detail)
+        look_above = self.two_stage.threshold if self.two_stage is not None and job.detail is None else None
         deadline, clock = request.deadline_ns, self.clock
 
         def stop() -> bool:
@@ -268,6 +372,8 @@ class ServerCore:
             request.max_new_tokens,
             _quiet(hooks.on_text) if hooks is not None and hooks.on_text is not None else None,
             stop,
+            detail=detail,
+            look_above=look_above,
         )
 
     def _answer_one(self, task: AnswerTask) -> Answered | Exception:
@@ -282,6 +388,29 @@ class ServerCore:
             task.on_text(text)
         return Answered(text)
 
+    def _outcome(
+        self, job: Job, result: Answered | Exception, started: int, hooks: Mapping[str, Hooks]
+    ) -> AnswerRecord | RefineAsk:
+        """The record of an answered task; for a second pass, flagged DONE (or the first pass flagged FAILED); for an
+        unsure first pass with two-stage answering on, a RefineAsk (the record is held)."""
+        record = self._answered(job, result, started, hooks)
+        if job.first is not None:
+            if record.status != Status.OK:
+                return _flagged(job.first, Refinement.FAILED, f"answering with the detail failed: {record.error}",
+                                job.detail)  # fmt: skip
+            return dataclasses.replace(record, refinement=Refinement.DONE, refine_payload_bytes=job.detail.payload_size)
+        weights = getattr(result, "token_weights", None)
+        if self.two_stage is None or record.status != Status.OK or weights is None:
+            return record
+        request, two = job.request, self.two_stage
+        with self._lock:
+            self._held[request.question_id] = _Held(
+                job, record, min(request.deadline_ns, self.clock() + two.timeout_ns)
+            )
+        return RefineAsk(
+            request.question_id, job.frame.camera, job.frame.stamp_ns, weights, None, two.max_area, two.n_clusters
+        )
+
     def _answered(
         self, job: Job, result: Answered | Exception, started: int, hooks: Mapping[str, Hooks]
     ) -> AnswerRecord:
@@ -292,7 +421,8 @@ class ServerCore:
         if isinstance(result, Exception):
             return self.record(request, Status.INTERNAL_ERROR, frame, started, error=repr(result))
         if not result.stopped:
-            return self.record(request, Status.OK, frame, started, text=result.text)
+            record = self.record(request, Status.OK, frame, started, text=result.text)
+            return dataclasses.replace(record, uncertainty=result.uncertainty)
         hook = hooks.get(request.question_id)
         if hook is not None and hook.cancelled is not None and hook.cancelled():
             return self.record(
@@ -380,6 +510,15 @@ class ServerCore:
             total_ms=(now - (request.asked_ns or request.received_ns)) / 1e6,
             **fields,
         )
+
+
+def _flagged(
+    first: AnswerRecord, refinement: Refinement, why: str, detail: ReceivedFrame | None = None
+) -> AnswerRecord:
+    """The first-pass answer, published because the second pass did not happen (its status stays as it was)."""
+    return dataclasses.replace(
+        first, refinement=refinement, error=why, refine_payload_bytes=detail.payload_size if detail else 0
+    )
 
 
 def _quiet(callback: Callable[[str], None]) -> Callable[[str], None]:
