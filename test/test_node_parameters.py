@@ -108,6 +108,16 @@ def test_the_device_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
         )
         adaptive._on_question(Question(camera="front"))
         adaptive._on_answer(Answer(camera="front", status=Answer.STATUS_OK, transfer_ms=5.0, server_ms=3.0))
+        # Two-stage: the crops' default area and detail.
+        ros.add(
+            DeviceNode(
+                context=ros.context,
+                namespace="ts",
+                parameter_overrides=_params(
+                    model_path=str(tiny_model_dir), codec_path=str(tiny_codec_path), two_stage=True
+                ),
+            )
+        )
     assert _unread(DeviceConfig, reads) == []
 
 
@@ -133,6 +143,14 @@ def test_the_server_node_reads_every_parameter(ros, tiny_model_dir, tiny_codec_p
         asker = AskClient(ros)
         image = Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12))
         asker.result(asker.send("?", image=image))
+        # Two-stage: the threshold, the wait and what the detail requests ask for.
+        ros.add(
+            ServerNode(
+                context=ros.context,
+                namespace="ts",
+                parameter_overrides=_params(model_path=str(tiny_model_dir), codec_path="", two_stage=True),
+            )
+        )
     assert _unread(ServerConfig, reads) == []
 
 

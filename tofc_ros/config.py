@@ -259,6 +259,23 @@ class DeviceConfig(_Validated):
         "reliable", "On-demand mode: questions subscription reliability", choices=_RELIABILITY
     )
     questions_qos_depth: int = param(100, "On-demand mode: questions subscription depth", low=1, high=100_000)
+    two_stage: bool = param(
+        False,
+        "Two-stage answering: serve the server's refine_requests with a crop of the frame at full detail (keeps "
+        "on_demand_history recent frames and the DPC-KNN assignment of each frame sent)",
+    )
+    refine_max_area: float = param(
+        0.1,
+        "Two-stage: largest crop, as a fraction of the frame's area (a request may ask for less)",
+        low=0.001,
+        high=1.0,
+    )
+    refine_n_clusters: int = param(
+        16,
+        "Two-stage: merged features per tile of a crop (a request may ask for others; 0: every token)",
+        low=0,
+        high=4096,
+    )
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)
 
 
@@ -338,6 +355,27 @@ class ServerConfig(_Validated):
     features_qos_depth: int = param(10, "Features subscription depth", low=1, high=1000)
     questions_qos_reliability: str = param("reliable", "Questions subscription reliability", choices=_RELIABILITY)
     questions_qos_depth: int = param(100, "Questions subscription depth", low=1, high=100_000)
+    two_stage: bool = param(
+        False,
+        "Two-stage answering: when the first-pass answer's min-entropy exceeds refine_threshold, ask the device for "
+        "a detailed crop of where the model looked and answer again from both (the device needs two_stage too)",
+    )
+    refine_threshold: float = param(
+        0.7, "Two-stage: ask for detail above this min-entropy (nats) of the answer's least sure token", low=0.0,
+        high=100.0,
+    )  # fmt: skip
+    refine_timeout_s: float = param(
+        2.0, "Two-stage: longest wait for the crop, then the first-pass answer is published (REFINE_TIMED_OUT)",
+        low=0.001, high=3600.0,
+    )  # fmt: skip
+    refine_max_area: float = param(
+        0.0, "Two-stage: largest crop asked for, as a fraction of the frame (0: the device's refine_max_area)",
+        low=0.0, high=1.0,
+    )  # fmt: skip
+    refine_n_clusters: int = param(
+        0, "Two-stage: merged features per tile asked for the crop (0: the device's refine_n_clusters)", low=0,
+        high=4096,
+    )  # fmt: skip
     answers_qos_reliability: str = param("reliable", "Answers publisher reliability", choices=_RELIABILITY)
     answers_qos_depth: int = param(100, "Answers publisher depth", low=1, high=100_000)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics status messages", low=0.05, high=3600.0)

@@ -9,6 +9,10 @@
     Ask feedback        <- ask_feedback(text so far, tokens)
     Ask result          <- ask_result(AnswerRecord, stamp)                       (the Answer the topic would carry)
     Image               <- image_msg(rgb, header)                                    (device: the debug overlay)
+    RefineRequest       <- refine_request_msg(RefineAsk, stamp)                                         (server)
+                        -> refine_ask(msg) -> RefineAsk                                                 (device)
+    RefinedFeatures     <- refined_msg(RefineAsk, Region | None, CompressedFeatures | None, status, error, stamp)
+                        -> refine_reply(msg, arrival_ns, max_payload_bytes) -> RefineReply             (server)
 
 No rclpy here, only the generated message classes; the nodes call these and stay thin.
 """
@@ -20,7 +24,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
 from tofc_msgs.action import Ask
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
+from tofc_msgs.msg import Answer, CompressedFeatures, Question, RefinedFeatures, RefineRequest
 from tofc_ros.pipeline.records import (
     AnswerRecord,
     EncodedFrame,
@@ -30,6 +34,7 @@ from tofc_ros.pipeline.records import (
     oversize_refusal,
     stamp_ns,
 )
+from tofc_ros.pipeline.refine import RefineAsk, RefineRefused, RefineReply, Region
 
 __all__ = [
     "stamp_ns",
@@ -43,7 +48,14 @@ __all__ = [
     "ask_feedback",
     "ask_result",
     "image_msg",
+    "refine_request_msg",
+    "refine_ask",
+    "refused_ask",
+    "refined_msg",
+    "refine_reply",
 ]
+
+MAX_TOKEN_WEIGHTS = 1 << 20  # more weights than any payload has tokens (the container's own limit is lower)
 
 
 def to_time(ns: int) -> Time:
@@ -166,7 +178,91 @@ def answer_msg(record: AnswerRecord, stamp_ns_now: int) -> Answer:
     msg.wait_ms = record.wait_ms
     msg.server_ms = record.server_ms
     msg.total_ms = record.total_ms
+    msg.refinement = int(record.refinement)
+    msg.uncertainty = record.uncertainty
+    msg.refine_payload_bytes = record.refine_payload_bytes
     return msg
+
+
+def refine_request_msg(ask: RefineAsk, stamp_ns_now: int) -> RefineRequest:
+    """The RefineRequest of a held first-pass answer (the server asks the device for detail)."""
+    msg = RefineRequest()
+    msg.header.stamp = to_time(stamp_ns_now)
+    msg.question_id = ask.question_id
+    msg.camera = ask.camera
+    msg.image_stamp = to_time(ask.stamp_ns)
+    msg.token_weights = np.asarray(ask.token_weights, dtype=np.float32)
+    if ask.region is not None:
+        msg.x, msg.y, msg.width, msg.height = ask.region.x, ask.region.y, ask.region.width, ask.region.height
+    msg.max_area = float(ask.max_area)
+    msg.n_clusters = int(ask.n_clusters)
+    return msg
+
+
+def refine_ask(msg: RefineRequest) -> RefineAsk:
+    """A RefineRequest as the device's refiner takes it.
+
+    Raises:
+        RefineRefused: no question id, too many weights, or settings out of range (checked before anything is built).
+    """
+    if not msg.question_id:
+        raise RefineRefused("question_id must not be empty")
+    if len(msg.token_weights) > MAX_TOKEN_WEIGHTS:
+        raise RefineRefused(f"{len(msg.token_weights)} token weights, more than {MAX_TOKEN_WEIGHTS}")
+    if not 0 <= msg.max_area <= 1:
+        raise RefineRefused(f"max_area must be in [0, 1] (0: the device's default), got {msg.max_area}")
+    region = None
+    if msg.width * msg.height > 0:
+        region = Region(int(msg.x), int(msg.y), int(msg.width), int(msg.height))
+    elif len(msg.token_weights) == 0:
+        raise RefineRefused("neither token weights nor a region")
+    return RefineAsk(
+        question_id=msg.question_id,
+        camera=msg.camera,
+        stamp_ns=stamp_ns(msg.image_stamp),
+        token_weights=np.asarray(msg.token_weights, dtype=np.float32),
+        region=region,
+        max_area=float(msg.max_area),
+        n_clusters=int(msg.n_clusters),
+    )
+
+
+def refused_ask(msg: RefineRequest) -> RefineAsk:
+    """Only the routing of a RefineRequest (question id, camera, stamp): what a reply to a refused one needs."""
+    return RefineAsk(msg.question_id, msg.camera, stamp_ns(msg.image_stamp), np.zeros(0, dtype=np.float32))
+
+
+def refined_msg(
+    ask: RefineAsk, region: Region | None, features: CompressedFeatures | None, status: int, error: str, now_ns: int
+) -> RefinedFeatures:
+    """The device's reply: the crop's features (``status`` STATUS_OK), or why not."""
+    msg = RefinedFeatures()
+    msg.header.stamp = to_time(now_ns)
+    msg.question_id = ask.question_id
+    msg.camera = ask.camera
+    msg.image_stamp = to_time(ask.stamp_ns)
+    msg.status = status
+    msg.error = error
+    if region is not None:
+        msg.x, msg.y, msg.width, msg.height = region.x, region.y, region.width, region.height
+    if features is not None:
+        msg.features = features
+    return msg
+
+
+def refine_reply(msg: RefinedFeatures, arrival_ns: int, max_payload_bytes: int) -> RefineReply:
+    """What the server core takes of a RefinedFeatures (an oversize crop is dropped unread and marked refused)."""
+    ok = msg.status == RefinedFeatures.STATUS_OK
+    region = Region(int(msg.x), int(msg.y), int(msg.width), int(msg.height)) if ok else None
+    return RefineReply(
+        question_id=msg.question_id,
+        camera=msg.camera,
+        stamp_ns=stamp_ns(msg.image_stamp),
+        ok=ok,
+        error=msg.error if not ok else "",
+        region=region,
+        frame=received_frame(msg.features, arrival_ns, max_payload_bytes) if ok else None,
+    )
 
 
 def image_msg(rgb: np.ndarray, header) -> Image:

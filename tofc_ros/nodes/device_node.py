@@ -6,6 +6,9 @@ second: frames that arrive while the worker is busy replace each other and are c
 queues without bound. On-demand mode keeps a short history per camera and encodes the frame nearest each
 question's image_stamp. Adaptive mode picks an operating point of a bundle per frame and switches between the
 two by the question rate (pipeline/adaptive.py holds the policy; this node only feeds it events and its clock).
+With `two_stage`, the server's refine_requests are served before any frame: the crop of where the model looked
+(pipeline/refine.py maps the server's token weights to pixels with the DPC-KNN assignment kept for each frame sent),
+encoded at full detail and published on `refined_features`; every request gets exactly one reply.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
+from tofc_msgs.msg import Answer, CompressedFeatures, Question, RefinedFeatures, RefineRequest
 from tofc_ros.config import DeviceConfig
 from tofc_ros.nodes import adapters
 from tofc_ros.nodes.diagnostics import Counters, DiagnosticsPublisher
@@ -30,6 +33,7 @@ from tofc_ros.pipeline.encoder import FrameEncoder, make_encoder, make_point_enc
 from tofc_ros.pipeline.frame_store import FrameStore
 from tofc_ros.pipeline.overlay import cluster_overlay
 from tofc_ros.pipeline.records import Status
+from tofc_ros.pipeline.refine import DeviceRefiner, RefineRefused
 
 
 class DeviceNode(Node):
@@ -52,6 +56,16 @@ class DeviceNode(Node):
                 self._encoder = encoder or make_encoder(cfg)
         except (OSError, ValueError) as exc:
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
+        self._refiner: DeviceRefiner | None = None
+        if cfg.two_stage:
+            if adaptive:
+                raise StartupError("two_stage needs mode continuous or on_demand (one encoder maps tokens to pixels)")
+            try:
+                self._refiner = DeviceRefiner(
+                    self._encoder, cfg.refine_max_area, cfg.refine_n_clusters, cfg.on_demand_history
+                )
+            except ValueError as exc:
+                raise StartupError(f"two_stage: {exc}") from exc
         self.counters = Counters(
             "frames_received",
             "frames_skipped",
@@ -63,11 +77,15 @@ class DeviceNode(Node):
             "bytes_published",
             "encode_errors",
             "internal_errors",
+            "refine_requests",
+            "refine_replies",
+            "refine_refused",
+            "refine_bytes",
         )
         on_demand = cfg.mode != "continuous"
         self._store = FrameStore(
             list(cfg.cameras),
-            history=cfg.on_demand_history if on_demand else 0,
+            history=cfg.on_demand_history if on_demand or cfg.two_stage else 0,
             min_period_s=1.0 / cfg.max_rate_hz,
             continuous=not on_demand,
         )
@@ -95,6 +113,10 @@ class DeviceNode(Node):
                 Answer, "answers", self._on_answer, qos(cfg.answers_qos_reliability, cfg.answers_qos_depth)
             )
             self.create_timer(0.25, self._update_mode)  # the question rate also falls while no question comes
+        if cfg.two_stage:  # the features' QoS: a request and its reply travel like the frames they are about
+            features_qos = qos(cfg.features_qos_reliability, cfg.features_qos_depth)
+            self._refined = self.create_publisher(RefinedFeatures, "refined_features", features_qos)
+            self.create_subscription(RefineRequest, "refine_requests", self._on_refine_request, features_qos)
         self._diagnostics = DiagnosticsPublisher(
             self, self.counters, cfg.diagnostics_period_s, extra=self._adaptive_status if adaptive else None
         )
@@ -104,7 +126,7 @@ class DeviceNode(Node):
         rate = {"continuous": f"≤ {cfg.max_rate_hz} Hz per camera", "on_demand": "on demand"}.get(
             cfg.mode, f"adaptive: {len(self._encoders) if adaptive else 0} points, {cfg.latency_budget_ms} ms budget"
         )
-        codec = cfg.codec
+        codec = cfg.codec + (", two-stage detail on request" if cfg.two_stage else "")
         half = getattr(self._encoder, "device_half", None)
         if half is not None and half.split_layer < half.spec.vision_layers_needed:  # AlignedVQ: a cut inside the tower
             codec += f", split after vision block {half.split_layer}"
@@ -130,6 +152,24 @@ class DeviceNode(Node):
             camera, adapters.stamp_ns(msg.image_stamp), int(self.config.stamp_tolerance_s * 1e9)
         ):
             self.counters.error("requests_unknown_camera", f"question names camera '{camera}'")
+
+    def _on_refine_request(self, msg: RefineRequest) -> None:
+        """Two-stage: queue the crop a server asks for (before frames); a request refused here is answered here."""
+        self.counters.add("refine_requests")
+        try:
+            ask = adapters.refine_ask(msg)
+        except RefineRefused as exc:
+            self._reply_refused(adapters.refused_ask(msg), str(exc))
+            return
+        tolerance = int(self.config.stamp_tolerance_s * 1e9)
+        if not self._store.refine(ask.camera, ask.stamp_ns, tolerance, ask):
+            self._reply_refused(ask, f"unknown camera '{ask.camera}' (this device has {list(self.config.cameras)})")
+
+    def _reply_refused(self, ask, why: str, status: int = RefinedFeatures.STATUS_REFUSED) -> None:
+        self.counters.error("refine_refused", why)
+        self.get_logger().warning(f"refine request '{ask.question_id}' refused: {why}", throttle_duration_sec=5.0)
+        reply = adapters.refined_msg(ask, None, None, status, why, self.get_clock().now().nanoseconds)
+        self._refined.publish(reply)
 
     def _on_answer(self, msg: Answer) -> None:
         """Adaptive mode: what the server measured of a frame (transfer, server time) or that it never came."""
@@ -159,19 +199,54 @@ class DeviceNode(Node):
             if work is None:
                 continue
             try:
-                self._encode_and_publish(*work)
+                if work.refine is not None:
+                    self._refine(work)
+                else:
+                    self._encode_and_publish(work.camera, work.stamp_ns, work.frame)
             except Exception as exc:  # whatever raises, the worker goes on with the next frame
                 self.counters.error("internal_errors", repr(exc))
                 self.get_logger().error(f"frame of camera '{work[0]}' failed: {exc!r}", throttle_duration_sec=5.0)
+                if work.refine is not None:  # its server still waits for one reply
+                    self._reply_refused(work.refine, f"internal error: {exc!r}", RefinedFeatures.STATUS_FAILED)
+
+    def _to_rgb(self, msg):
+        cfg = self.config
+        if cfg.image_format == "raw":
+            return image_msg_to_rgb(msg, cfg.max_image_pixels)
+        return compressed_msg_to_rgb(msg, cfg.max_image_pixels)
+
+    def _refine(self, work) -> None:
+        """Crop the frame a RefineRequest names where its weights point, encode the crop, reply (one reply always)."""
+        ask = work.refine
+        if work.frame is None:
+            kept = self.config.on_demand_history
+            self._reply_refused(
+                ask, f"no frame of camera '{ask.camera}' stamped {ask.stamp_ns} ns among the last {kept}"
+            )
+            return
+        started = time.perf_counter()
+        try:
+            region, encoded = self._refiner.refine(ask, self._to_rgb(work.frame))
+        except (RefineRefused, ImageError) as exc:
+            self._reply_refused(ask, str(exc))
+            return
+        except Exception as exc:  # the crop could not be encoded: say so, the server publishes its first answer
+            self.counters.error("encode_errors", repr(exc))
+            self._reply_refused(ask, f"encoding the crop failed: {exc!r}", RefinedFeatures.STATUS_FAILED)
+            return
+        now = self.get_clock().now().nanoseconds
+        features = adapters.features_msg(
+            encoded, work.frame.header, ask.camera, 0, device_ms=(time.perf_counter() - started) * 1e3, sent_ns=now
+        )
+        self._refined.publish(adapters.refined_msg(ask, region, features, RefinedFeatures.STATUS_OK, "", now))
+        self.counters.add("refine_replies")
+        self.counters.add("refine_bytes", len(encoded.payload))
 
     def _encode_and_publish(self, camera: str, stamp_ns: int, msg) -> None:
         started = time.perf_counter()
         cfg = self.config
         try:
-            if cfg.image_format == "raw":
-                rgb = image_msg_to_rgb(msg, cfg.max_image_pixels)
-            else:
-                rgb = compressed_msg_to_rgb(msg, cfg.max_image_pixels)
+            rgb = self._to_rgb(msg)
         except ImageError as exc:
             self.counters.error("frames_refused", str(exc))
             self.get_logger().warning(f"frame refused: {exc}", throttle_duration_sec=5.0)
@@ -203,6 +278,8 @@ class DeviceNode(Node):
             device_ms=(time.perf_counter() - started) * 1e3,
             sent_ns=self.get_clock().now().nanoseconds,
         )
+        if self._refiner is not None:  # before publishing: a request about this frame can come back at once
+            self._refiner.remember(camera, stamp_ns, encoded)
         self._pub.publish(out)
         if choice is not None:
             with self._adaptive_lock:

@@ -15,7 +15,7 @@ import sys
 import rclpy
 from rclpy.node import Node
 
-from tofc_msgs.msg import Answer, CompressedFeatures, Question
+from tofc_msgs.msg import Answer, CompressedFeatures, Question, RefinedFeatures, RefineRequest
 from tofc_ros.config import ServerConfig
 from tofc_ros.nodes import adapters
 from tofc_ros.nodes.answer_worker import AnswerWorker
@@ -26,8 +26,9 @@ from tofc_ros.nodes.parameters import declare_config, qos
 from tofc_ros.pipeline.answerer import build_server
 from tofc_ros.pipeline.batcher import Batcher
 from tofc_ros.pipeline.pairing import Refused
-from tofc_ros.pipeline.records import AnswerRecord, Status
-from tofc_ros.pipeline.server_core import Job, ServerCore
+from tofc_ros.pipeline.records import AnswerRecord, Refinement, Status
+from tofc_ros.pipeline.refine import RefineAsk
+from tofc_ros.pipeline.server_core import Job, ServerCore, TwoStage
 
 _EXPIRY_PERIOD_S = 0.02
 
@@ -49,10 +50,19 @@ class ServerNode(Node):
             raise StartupError(f"loading the model or codec failed: {exc}") from exc
         limits = dict(cache_size=cfg.cache_size, max_cameras=cfg.max_cameras, queue_size=cfg.queue_size)
         tolerance_ns = int(cfg.stamp_tolerance_s * 1e9)
-        self.core = ServerCore(decoder, answerer, self._now_ns, **limits, stamp_tolerance_ns=tolerance_ns)
+        two_stage = None
+        if cfg.two_stage:
+            two_stage = TwoStage(
+                cfg.refine_threshold, int(cfg.refine_timeout_s * 1e9), cfg.refine_max_area, cfg.refine_n_clusters
+            )
+        self.core = ServerCore(
+            decoder, answerer, self._now_ns, **limits, stamp_tolerance_ns=tolerance_ns, two_stage=two_stage
+        )
         statuses = (s.name.lower() for s in Status)
+        refine = ("refine_requests", "refined", "refine_timeouts", "refine_failures", "refine_bytes",
+                  "refinements_refused")  # fmt: skip
         self.counters = Counters("features_received", "features_refused", "questions", "goals", "payload_bytes",
-                                 *statuses)  # fmt: skip
+                                 *statuses, *refine)  # fmt: skip
         hooks = {}  # per goal, what the core calls while generating its answer (feedback, cancel)
         batcher: Batcher[Job] = Batcher(cfg.max_batch_size, int(cfg.batch_wait_ms * 1e6), self._now_ns)
         self._worker = AnswerWorker(self.core, batcher, hooks, self._deliver, self.get_logger().error)
@@ -63,9 +73,18 @@ class ServerNode(Node):
         self.create_subscription(CompressedFeatures, "features", self._on_features, features_qos)
         questions_qos = qos(cfg.questions_qos_reliability, cfg.questions_qos_depth)
         self.create_subscription(Question, "questions", self._on_question, questions_qos)
+        self._refine_requests = None
+        if cfg.two_stage:  # the device's crops come on their own topic, with the features' QoS
+            self._refine_requests = self.create_publisher(RefineRequest, "refine_requests", features_qos)
+            self.create_subscription(RefinedFeatures, "refined_features", self._on_refined, features_qos)
         self.create_timer(_EXPIRY_PERIOD_S, self._expire)
         self._diagnostics = DiagnosticsPublisher(self, self.counters, cfg.diagnostics_period_s, extra=self._status)
         batches = f"; batches of up to {cfg.max_batch_size}" if cfg.max_batch_size > 1 else ""
+        if cfg.two_stage:
+            batches += (
+                f"; two-stage: detail asked on {self._refine_requests.topic_name} above {cfg.refine_threshold:g} nats, "
+                f"waited for {cfg.refine_timeout_s:g} s"
+            )
         self.get_logger().info(
             f"serving answers on {self._answers.topic_name} and the action {self.resolve_topic_name('ask')}{batches}"
         )
@@ -76,7 +95,7 @@ class ServerNode(Node):
     def _status(self) -> dict[str, int]:
         core, goals = self.core, len(self._ask.goals)
         return {"waiting": core.waiting, "in_flight": core.in_flight, "cached_frames": core.cached_frames,
-                "goals_active": goals}  # fmt: skip
+                "goals_active": goals, "refining": core.refining}  # fmt: skip
 
     # -- executor thread ------------------------------------------------------------------------------------
     def _on_features(self, msg: CompressedFeatures) -> None:
@@ -105,18 +124,42 @@ class ServerNode(Node):
         elif outcome is not None:
             self._deliver(outcome, request)
 
+    def _on_refined(self, msg: RefinedFeatures) -> None:
+        """The device's crop (or refusal) for a held first-pass answer."""
+        reply = adapters.refine_reply(msg, self._now_ns(), self.config.max_payload_bytes)
+        try:
+            outcome = self.core.refined(reply)
+        except Refused as exc:  # unknown question id, timed out already, or another frame than its first pass
+            self.counters.error("refinements_refused", str(exc))
+            self.get_logger().warning(f"refined features refused: {exc}", throttle_duration_sec=5.0)
+            return
+        if isinstance(outcome, Job):
+            self._worker.put(outcome)
+        else:
+            self._deliver(outcome)
+
     def _expire(self) -> None:
         for record in self.core.expire():
             self._deliver(record)
 
     # -- both threads ---------------------------------------------------------------------------------------
-    def _deliver(self, record: AnswerRecord, source=None) -> None:
-        """A goal's answer completes its goal (its execute coroutine sends the result); a question's is published."""
+    def _deliver(self, record: AnswerRecord | RefineAsk, source=None) -> None:
+        """A goal's answer completes its goal (its execute coroutine sends the result); a question's is published; a
+        held first pass asks the device for detail (its answer comes later, or the core's expiry publishes it)."""
+        if isinstance(record, RefineAsk):
+            self._refine_requests.publish(adapters.refine_request_msg(record, self._now_ns()))
+            self.counters.add("refine_requests")
+            return
         if not self._ask.complete(record):
             self._publish(record, source)
 
     def _count(self, record: AnswerRecord) -> None:
         self.counters.add("payload_bytes", record.payload_bytes)
+        self.counters.add("refine_bytes", record.refine_payload_bytes)
+        refined = {Refinement.DONE: "refined", Refinement.TIMED_OUT: "refine_timeouts",
+                   Refinement.FAILED: "refine_failures"}.get(record.refinement)  # fmt: skip
+        if refined is not None:
+            self.counters.add(refined)
         self.counters.status(record.status.name.lower(), record.error)
         if record.status not in (Status.OK, Status.CANCELED):
             self.get_logger().warning(

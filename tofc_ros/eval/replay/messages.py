@@ -10,7 +10,7 @@ import numpy as np
 
 from tofc_ros.eval.replay.bags import BagQuestion
 from tofc_ros.eval.replay.typestore import ANSWER, COMPRESSED_IMAGE, FEATURES, IMAGE, QUESTION, typestore
-from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Status, stamp_ns
+from tofc_ros.pipeline.records import AnswerRecord, ReceivedFrame, Refinement, Status, stamp_ns
 
 __all__ = [
     "answer_cdr",
@@ -95,6 +95,9 @@ def answer_record(data: bytes) -> AnswerRecord:
         float(m.wait_ms),
         float(m.server_ms),
         float(m.total_ms),
+        Refinement(m.refinement),
+        float(m.uncertainty),
+        int(m.refine_payload_bytes),
     )
 
 
@@ -116,6 +119,9 @@ def answer_cdr(record: AnswerRecord, stamp: int = 0) -> bytes:
         wait_ms=float(record.wait_ms),
         server_ms=float(record.server_ms),
         total_ms=float(record.total_ms),
+        refinement=int(record.refinement),
+        uncertainty=float(record.uncertainty),
+        refine_payload_bytes=int(record.refine_payload_bytes),
     )
     return bytes(typestore().serialize_cdr(msg, ANSWER))
 

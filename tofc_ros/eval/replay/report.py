@@ -2,7 +2,8 @@
 
 Summary fields: questions asked and answered, accuracy where ground truth exists (exact match after
 :func:`~tofc_ros.eval.replay.questions.normalise`; an unanswered or failed question counts as wrong), answers by
-status, uplink bytes per answered question (mean, median), latency per term (device, transfer, wait, server,
+status, uplink bytes per answered question (mean, median; a two-stage answer's crop included), how two-stage
+refinements ended, latency per term (device, transfer, wait, server,
 total; mean, p50, p95 over OK answers), frames played vs feature messages received (drops).
 """
 
@@ -72,6 +73,9 @@ def build_report(log: ReplayLog) -> dict:
             "correct": None,
             "format": ans.format if ans else "",
             "payload_bytes": ans.payload_bytes if ans else None,
+            "refinement": ans.refinement.name if ans else None,
+            "refine_payload_bytes": ans.refine_payload_bytes if ans else None,
+            "uncertainty": None if ans is None or math.isnan(ans.uncertainty) else ans.uncertainty,
         }
         for term in LATENCY_TERMS:
             row[term] = getattr(ans, term) if ans else None
@@ -85,7 +89,12 @@ def build_report(log: ReplayLog) -> dict:
     graded = [r for r in rows if r["correct"] is not None]
     graded_ok = [r for r in graded if r["status"] == "OK"]
     ok = [r for r in rows if r["status"] == "OK"]
-    sizes = [r["payload_bytes"] for r in rows if r["payload_bytes"]]
+    # Uplink bytes per question: the first pass's and, for two-stage answers, the crop's.
+    sizes = [r["payload_bytes"] + (r["refine_payload_bytes"] or 0) for r in rows if r["payload_bytes"]]
+    refinements: dict[str, int] = {}
+    for r in rows:
+        if r["refinement"] is not None:
+            refinements[r["refinement"]] = refinements.get(r["refinement"], 0) + 1
     played = {stamp for stamp, _ in log.frames}
     received = {f.stamp_ns for f, _ in log.features}
     n_played = len(log.frames)
@@ -111,6 +120,8 @@ def build_report(log: ReplayLog) -> dict:
             for fmt in sorted({r["format"] for r in ok})
             for b in [[r["payload_bytes"] for r in ok if r["format"] == fmt]]
         },
+        # Two-stage answering: answers by how their refinement ended (all NONE without it).
+        "refinements": dict(sorted(refinements.items())),
         "frames_played": n_played,
         "features_received": n_received,
         "frames_dropped": n_played - n_received,
@@ -161,6 +172,7 @@ def markdown_summary(report: dict) -> str:
         f"| frames played → features | {s['frames_played']} → {s['features_received']} "
         f"({s['frames_dropped']} dropped) |",
         f"| payload formats (OK answers) | {_formats(s.get('formats', {}))} |",
+        f"| two-stage refinements | {', '.join(f'{k} {v}' for k, v in s.get('refinements', {}).items()) or '–'} |",
         "",
         "| latency (ms, OK answers) | mean | p50 | p95 |",
         "|---|---|---|---|",

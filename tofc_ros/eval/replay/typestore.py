@@ -15,14 +15,27 @@ from pathlib import Path
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-__all__ = ["IMAGE", "COMPRESSED_IMAGE", "QUESTION", "ANSWER", "FEATURES", "TOFC_TYPES", "msg_dir", "typestore"]
+__all__ = [
+    "IMAGE",
+    "COMPRESSED_IMAGE",
+    "QUESTION",
+    "ANSWER",
+    "FEATURES",
+    "REFINE_REQUEST",
+    "REFINED_FEATURES",
+    "TOFC_TYPES",
+    "msg_dir",
+    "typestore",
+]
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 QUESTION = "tofc_msgs/msg/Question"
 ANSWER = "tofc_msgs/msg/Answer"
 FEATURES = "tofc_msgs/msg/CompressedFeatures"
-TOFC_TYPES = (QUESTION, ANSWER, FEATURES)
+REFINE_REQUEST = "tofc_msgs/msg/RefineRequest"
+REFINED_FEATURES = "tofc_msgs/msg/RefinedFeatures"
+TOFC_TYPES = (QUESTION, ANSWER, FEATURES, REFINE_REQUEST, REFINED_FEATURES)
 
 
 def msg_dir() -> Path:
@@ -38,7 +51,7 @@ def msg_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def typestore() -> Typestore:
-    """Jazzy's typestore with tofc_msgs/msg/{Question, Answer, CompressedFeatures} added (cached)."""
+    """Jazzy's typestore with tofc_msgs' messages added (cached)."""
     store = get_typestore(Stores.ROS2_JAZZY)
     folder = msg_dir()
     types = {}
