@@ -21,12 +21,13 @@ SOURCES := setup.py setup.cfg package.xml $(wildcard data/*) $(shell find models
 	$(wildcard launch/*) $(wildcard config/*) $(shell find tofc_ros -name '*.py' -o -name py.typed)
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-easyvqa demo-adaptive demo-alignedvq test test-all lint format colcon clean
+.PHONY: help setup demo demo-easyvqa demo-adaptive demo-alignedvq demo-two-stage test test-all lint format colcon clean
 help:
 	@echo "make demo      set up what is missing, then replay 1280x720 camera scenes through the device → server graph"
 	@echo "make demo-easyvqa   the same with the easy-vqa sample (64x64 images, the easy-vqa model)"
 	@echo "make demo-adaptive  the same through an uplink whose rate falls, the device adapting its operating point"
 	@echo "make demo-alignedvq the same with AlignedVQ: the robot runs two vision blocks and sends codebook indices"
+	@echo "make demo-two-stage easy-vqa, cheap first pass; the server asks for a crop where its answer is unsure"
 	@echo "make test      set up what is missing, then lint and run the test suite (slow cases: make test-all)"
 	@echo "make format    apply ruff's fixes and formatting (make lint checks them)"
 	@echo "make colcon    the ROS user's path: colcon build into ./install (source install/setup.bash)"
@@ -69,6 +70,13 @@ demo-easyvqa: $(BUILD_STAMP)
 	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml bag:=$(CURDIR)/data/easyvqa_sample.mcap \
 		device_params:=$(CURDIR)/config/device_easyvqa.yaml server_params:=$(CURDIR)/config/server_easyvqa.yaml \
 		output_dir:=$(CURDIR)/out/demo-easyvqa
+
+# Two-stage answering (docs/two_stage.md): the easy-vqa sample with one merged token per tile first; where the model is
+# unsure the server asks the robot for a crop of where it looked and answers again from both.
+demo-two-stage: $(BUILD_STAMP)
+	$(PY) -m tofc_ros.launcher tofc_ros replay.launch.xml bag:=$(CURDIR)/data/easyvqa_sample.mcap \
+		device_params:=$(CURDIR)/config/device_two_stage.yaml server_params:=$(CURDIR)/config/server_two_stage.yaml \
+		output_dir:=$(CURDIR)/out/demo-two-stage
 
 # Adaptive operating points: the same replay through an emulated uplink whose rate follows a trace (Wi-Fi, then
 # cellular); the device picks per frame the richest point of its bundle that fits its latency budget (docs/adaptive.md).

@@ -115,6 +115,37 @@ def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(
     assert proc.returncode == 0, out
 
 
+def test_the_shipped_two_stage_configuration_refines_through_the_launched_graph(ros, tmp_path):
+    """graph.launch.xml with config/device_two_stage.yaml + config/server_two_stage.yaml (the shipped two-stage model):
+    the device sends one merged token per tile; with the threshold at 0 every unsure answer is refined by a crop."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "config"
+    server = tmp_path / "server.yaml"
+    server.write_text(
+        (config / "server_two_stage.yaml").read_text().replace("refine_threshold: 0.05", "refine_threshold: 0.0")
+    )
+    ns = f"ts_{uuid.uuid4().hex[:8]}"
+    proc = _launch(
+        "graph.launch.xml",
+        f"namespace:={ns}",
+        f"image_topic:=/{ns}/cam",
+        f"device_params:={config / 'device_two_stage.yaml'}",
+        f"server_params:={server}",
+    )
+    try:
+        answer = _ask_about_one_frame(ros, ns, synthetic_frame(0, 64, 64), "what shape is in the image?", timeout_s=60)
+        assert answer.status == Answer.STATUS_OK, answer
+        assert answer.format == "tofc/1" and answer.payload_bytes < 400  # n_c = 1: the cheap first pass
+        if answer.uncertainty > 0:  # (an answer of probability exactly 1 is never refined)
+            assert answer.refinement == Answer.REFINE_DONE, answer.error
+            assert answer.refine_payload_bytes > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
 def test_a_node_that_dies_fails_the_launch_with_a_clear_message(tmp_path):
     bad = tmp_path / "server.yaml"
     bad.write_text("/**:\n  ros__parameters:\n    queue_size: 0\n")

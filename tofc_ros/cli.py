@@ -6,6 +6,8 @@
     tofc pretrain --config C --out DIR                          the tiny models' pre-training
     tofc train --config C [--processes N] [--resume] [--only NAME] [--set k=v]   Algorithm 1 (one run or a sweep)
     tofc eval --model M --tofc RUN [--data-file F.tsv|F.json] [--jpeg Q,..]      rate-accuracy, per category
+    tofc train-two-stage --config C [--set k=v]                 two-stage answering's model (first pass + crops)
+    tofc two-stage --model M --codec C --out DIR                two-stage answering: accuracy, bytes, threshold sweep
     tofc latency ...                                            the latency model
     tofc points --model M --codec C --point name=..,codec=.. --out F   an adaptive device's operating points
     tofc adaptive [--trace T] [--budget-ms B]                   adaptive points closed loop under a rate trace
@@ -42,7 +44,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "AlignedVQ: codebooks (+LoRA after the split) with the task loss",
     ),
+    "train-two-stage": (
+        "tofc_ros.train.two_stage",
+        "main",
+        "two-stage answering: the LLM (LoRA) learns the first pass's tokens plus the robot's crops",
+    ),
     "eval": ("tofc_ros.eval.rate_accuracy", "main", "rate-accuracy through the deployed encoder/decoder/answerer"),
+    "two-stage": ("tofc_ros.eval.two_stage", "main", "two-stage answering: all tiles, first pass, threshold sweep"),
     "latency": ("tofc_ros.eval.latency", "main", "device, transfer and server latency per operating point"),
     "points": ("tofc_ros.eval.points_bundle", "main", "write an operating-point bundle for an adaptive device"),
     "adaptive": ("tofc_ros.eval.adaptive", "main", "adaptive operating points under a rate trace, closed loop"),

@@ -23,7 +23,6 @@ changes with them). ``bundle_dir`` also copies the codec (and the model, if trai
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -36,9 +35,9 @@ from tofc_ros.backbones.answer_scoring import PromptCache, answer_logits, answer
 from tofc_ros.train.common import (
     JsonlLog,
     PixelPath,
+    config_from_cli,
     config_to_dict,
     cosine_lr,
-    load_config,
     seed_everything,
     set_threads,
     timer,
@@ -274,12 +273,7 @@ class AlignedVQTrainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tofc_ros.train.aligned_vq", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config (keys of AlignedVQTrainConfig)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    cfg = load_config(AlignedVQTrainConfig, args.config, args.set)
+    cfg, args = config_from_cli(AlignedVQTrainConfig, "tofc train-avq", __doc__.split("\n")[0], argv)
     summary = AlignedVQTrainer(cfg).run(progress=not args.no_progress)
     print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "ideal_bits_per_token", "files")}, indent=2))
     return 0

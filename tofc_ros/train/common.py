@@ -24,6 +24,7 @@ import torch
 
 __all__ = [
     "load_config",
+    "config_from_cli",
     "config_to_dict",
     "seed_everything",
     "PixelPath",
@@ -93,6 +94,19 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: Sequence[
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
     return _from_dict(cls, data)
+
+
+def config_from_cli(cls, prog: str, description: str, argv: Sequence[str] | None):
+    """(config, parsed args) of a trainer's command line: ``--config`` YAML, ``--set key=value`` overrides and
+    ``--no-progress``, the options every config-driven trainer takes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--config", help=f"YAML config (keys of {cls.__name__})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    return load_config(cls, args.config, args.set), args
 
 
 def config_to_dict(cfg) -> dict:
