@@ -134,7 +134,9 @@ def test_the_shipped_two_stage_configuration_refines_through_the_launched_graph(
         f"server_params:={server}",
     )
     try:
-        answer = _ask_about_one_frame(ros, ns, synthetic_frame(0, 64, 64), "what shape is in the image?", timeout_s=60.0)
+        answer = _ask_about_one_frame(
+            ros, ns, synthetic_frame(0, 64, 64), "what shape is in the image?", timeout_s=60.0
+        )
         assert answer.status == Answer.STATUS_OK, answer
         assert answer.format == "tofc/1" and answer.payload_bytes < 400  # n_c = 1: the cheap first pass
         if answer.uncertainty > 0:  # (an answer of probability exactly 1 is never refined)

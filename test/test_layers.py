@@ -52,6 +52,7 @@ def test_lower_layers_do_not_import_nodes():
 
 # What each part of the package may import from the others: imports go one way, from top to bottom.
 #   nodes -> eval -> train -> (backbones, codec, data);   eval -> pipeline -> (backbones, codec, resources)
+#   train -> pipeline: the two-view trainer makes its crops with the deployed objects (pipeline.two_pass)
 #   eval -> config (offline re-answering builds its server from the server node's parameter schema)
 #   cli -> (data, train, eval, backbones, launcher): the tofc tool on top, beside the nodes
 ALLOWED = {
@@ -63,7 +64,7 @@ ALLOWED = {
     "data": set(),
     "backbones": set(),
     "pipeline": {"codec", "backbones", "resources", "zstd_frames"},
-    "train": {"codec", "backbones", "data"},
+    "train": {"codec", "backbones", "data", "pipeline"},
     "eval": {"config", "codec", "backbones", "data", "pipeline", "train", "resources"},
     "launcher": {"ament_index"},
     "nodes": {"config", "pipeline", "eval", "codec", "resources"},

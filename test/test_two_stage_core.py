@@ -4,6 +4,7 @@ question leaves exactly once; bad replies are refused with a clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -156,3 +157,14 @@ def test_without_two_stage_nothing_is_held_and_uncertainty_is_reported():
     record = ask_one(core, clock, 3.0)
     assert record.refinement == Refinement.NONE and record.uncertainty == 3.0
     assert core.refining == 0 and math.isfinite(record.uncertainty)
+
+
+def test_an_answerer_that_reports_no_uncertainty_gives_minus_one_and_records_stay_comparable():
+    from test_server_core import Answerer
+
+    clock = FakeClock()
+    core = ServerCore(Decoder(), Answerer(clock), clock)  # answer() only: no per-token numbers
+    core.add_frame(frame(5))
+    record = core.run(core.ask(request("q", clock, stamp_ms=5)))
+    assert record.status == Status.OK and record.uncertainty == -1.0
+    assert record == dataclasses.replace(record)  # no NaN inside: a record equals its copy

@@ -12,11 +12,11 @@ import torch
 from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half
 from tofc_ros.backbones.evidence import answer_uncertainty, token_uncertainty
 from tofc_ros.codec import load_codec
-from tofc_ros.eval.two_stage import TwoPassRig
 from tofc_ros.nodes.demo_client import synthetic_frame
 from tofc_ros.pipeline.answerer import AnswerTask, model_server
 from tofc_ros.pipeline.records import Refinement, Status
 from tofc_ros.pipeline.refine import RefineAsk
+from tofc_ros.pipeline.two_pass import TwoPassRig
 
 QUESTIONS = ("what colour is the square?", "is there a square?")
 

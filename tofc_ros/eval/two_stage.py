@@ -34,73 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["TwoPassRig", "run", "sweep", "main"]
+__all__ = ["run", "sweep", "main"]
 
 _REQUEST_OVERHEAD_B = 120  # a RefineRequest's CDR bytes besides its weights (header, ids, camera, region fields)
-
-
-def _frame(encoded, camera: str, stamp_ns: int):
-    from tofc_ros.pipeline.records import ReceivedFrame
-
-    n = len(encoded.payload)
-    return ReceivedFrame(camera, stamp_ns, 0, encoded.format, encoded.payload, n, "", 0.0, 0, 0)
-
-
-def _request(question_id: str, text: str, stamp_ns: int, max_new_tokens: int):
-    from tofc_ros.pipeline.records import Request
-
-    return Request(question_id, text, "cam", stamp_ns, 0, 0, 1 << 62, max_new_tokens)
-
-
-class TwoPassRig:
-    """Both passes of two-stage answering for one frame at a time, through the objects the nodes run: the device's
-    FeatureEncoder and DeviceRefiner, the server's ServerCore (TwoStage holding every answer) with its decoder and
-    answerer. The evaluation and the two-stage trainer (its crops) both use it.
-    """
-
-    def __init__(self, device_half, codec, decoder, answerer, first_n_c, detail_n_c, max_area, dpc_k=5):
-        from tofc_ros.pipeline.encoder import FeatureEncoder
-        from tofc_ros.pipeline.refine import DeviceRefiner
-        from tofc_ros.pipeline.server_core import ServerCore, TwoStage
-
-        self.decoder, self.answerer = decoder, answerer
-        self.encoder = FeatureEncoder(device_half, codec, first_n_c, dpc_k, keep_clusters=True)
-        self.refiner = DeviceRefiner(self.encoder, max_area, detail_n_c, history=4)
-        self.clock = iter(range(1, 1 << 62)).__next__  # orders events only: no deadline is ever reached
-        two = TwoStage(threshold=-1.0, timeout_ns=1 << 60)  # hold every answer: both passes of every question
-        self.core = ServerCore(decoder, answerer, self.clock, queue_size=1 << 20, two_stage=two)
-        self._stamp = 0
-
-    def first_pass(self, rgb, questions, max_new_tokens: int):
-        """(the first pass's EncodedFrame, one RefineAsk per question, device ms, server ms per question)."""
-        from tofc_ros.pipeline.refine import RefineAsk
-
-        self._stamp += 1
-        t0 = time.perf_counter()
-        first = self.encoder.encode(rgb)
-        t1 = time.perf_counter()
-        self.refiner.remember("cam", self._stamp, first)
-        self.core.add_frame(_frame(first, "cam", self._stamp))
-        requests = [
-            _request(f"{self._stamp}-{k}", text, self._stamp, max_new_tokens) for k, text in enumerate(questions)
-        ]
-        t2 = time.perf_counter()
-        asks = self.core.run_batch([_job(self.core, r) for r in requests])
-        t3 = time.perf_counter()
-        for ask in asks:
-            if not isinstance(ask, RefineAsk):  # a failure of the first pass: no second one
-                raise RuntimeError(f"question {ask.question_id}: {ask.status.name}: {ask.error}")
-        return first, asks, (t1 - t0) * 1e3, (t3 - t2) * 1e3 / max(1, len(requests))
-
-    def detail(self, ask, rgb):
-        """(Region, the crop's EncodedFrame, the second pass's Job, device ms of the crop)."""
-        from tofc_ros.pipeline.refine import RefineReply
-
-        c0 = time.perf_counter()
-        region, crop = self.refiner.refine(ask, rgb)
-        c1 = time.perf_counter()
-        reply = RefineReply(ask.question_id, "cam", ask.stamp_ns, True, "", region, _frame(crop, "cam", ask.stamp_ns))
-        return region, crop, self.core.refined(reply), (c1 - c0) * 1e3
 
 
 @torch.inference_mode()
@@ -113,6 +49,7 @@ def run(args) -> list[dict]:
     from tofc_ros.pipeline.answerer import AnswerTask
     from tofc_ros.pipeline.encoder import FeatureEncoder
     from tofc_ros.pipeline.server_core import ServerCore
+    from tofc_ros.pipeline.two_pass import TwoPassRig, job_of, received, request_about
 
     torch.set_num_threads(args.threads)
     all_model = args.all_model or args.model
@@ -132,9 +69,11 @@ def run(args) -> list[dict]:
         t0 = time.perf_counter()
         full = all_tiles.encode(rgb)
         t1 = time.perf_counter()
-        one_pass.add_frame(_frame(full, "cam", index + 1))
-        requests = [_request(f"{index}-{k}", q, index + 1, args.max_new_tokens) for k, q in enumerate(item.questions)]
-        full_records = one_pass.run_batch([_job(one_pass, r) for r in requests])
+        one_pass.add_frame(received(full, "cam", index + 1))
+        requests = [
+            request_about(f"{index}-{k}", q, index + 1, args.max_new_tokens) for k, q in enumerate(item.questions)
+        ]
+        full_records = one_pass.run_batch([job_of(one_pass, r) for r in requests])
         t2 = time.perf_counter()
         first, asks, device_first, server_first = rig.first_pass(rgb, item.questions, args.max_new_tokens)
         # The alternatives to min-entropy, from the same answerer's per-token numbers for the same first pass.
@@ -180,13 +119,6 @@ def run(args) -> list[dict]:
         if args.progress:
             print(f"{index + 1}/{len(items)} scenes", file=sys.stderr, flush=True)
     return rows
-
-
-def _job(core, request):
-    job = core.ask(request)
-    if job is None or not hasattr(job, "frame"):
-        raise RuntimeError(f"question {request.question_id} was not paired with its frame: {job}")
-    return job
 
 
 def _alternatives(answered) -> dict:

@@ -177,5 +177,5 @@ class AnswerRecord:
     server_ms: float = 0.0
     total_ms: float = 0.0
     refinement: Refinement = Refinement.NONE
-    uncertainty: float = float("nan")  # min-entropy (nats) of the answer's least sure token; NaN: unknown
+    uncertainty: float = -1.0  # min-entropy (nats) of the answer's least sure token; -1: unknown (NaN would break ==)
     refine_payload_bytes: int = 0  # the detailed crop's bytes (payload_bytes: the first pass's)

@@ -422,7 +422,8 @@ class ServerCore:
             return self.record(request, Status.INTERNAL_ERROR, frame, started, error=repr(result))
         if not result.stopped:
             record = self.record(request, Status.OK, frame, started, text=result.text)
-            return dataclasses.replace(record, uncertainty=result.uncertainty)
+            known = result.uncertainty >= 0  # False for NaN: an answerer that reports none
+            return dataclasses.replace(record, uncertainty=result.uncertainty if known else -1.0)
         hook = hooks.get(request.question_id)
         if hook is not None and hook.cancelled is not None and hook.cancelled():
             return self.record(

@@ -5,7 +5,7 @@
 1. Crops, as serving makes them: for each training image the deployed first pass (the device's FeatureEncoder at
    ``first_n_c`` with the codec, the server's ServerCore holding every answer), then per question the device's
    DeviceRefiner (region from where the *initial* model's answer looked, crop, encode at ``detail_n_c``), both
-   payloads decoded by the server's FrameDecoder (``eval.two_stage.TwoPassRig``: the same objects the evaluation
+   payloads decoded by the server's FrameDecoder (``pipeline.two_pass.TwoPassRig``: the same objects the evaluation
    runs). The vision tower and the codec stay frozen: robots keep sending what they send.
 2. Task loss (answer + EOS cross-entropy) through ``ServerHalf.prepare_inputs(detail=...)``, the function serving
    builds prompts with (token_order's regime 3), over LoRA on the LLM and the projector; a ``detail_share`` of the
@@ -86,9 +86,9 @@ def make_samples(cfg: TwoStageTrainConfig, progress: bool = False) -> list[Sampl
     from tofc_ros.backbones import GenerationOptions, load_device_half, load_server_half
     from tofc_ros.codec import load_codec
     from tofc_ros.data import easyvqa, scenes
-    from tofc_ros.eval.two_stage import TwoPassRig
     from tofc_ros.pipeline.answerer import model_server
     from tofc_ros.pipeline.encoder import FeatureEncoder
+    from tofc_ros.pipeline.two_pass import TwoPassRig
 
     codec = load_codec(cfg.codec)
     decoder, answerer = model_server(

@@ -75,7 +75,7 @@ def build_report(log: ReplayLog) -> dict:
             "payload_bytes": ans.payload_bytes if ans else None,
             "refinement": ans.refinement.name if ans else None,
             "refine_payload_bytes": ans.refine_payload_bytes if ans else None,
-            "uncertainty": None if ans is None or math.isnan(ans.uncertainty) else ans.uncertainty,
+            "uncertainty": None if ans is None or ans.uncertainty < 0 else ans.uncertainty,
         }
         for term in LATENCY_TERMS:
             row[term] = getattr(ans, term) if ans else None
