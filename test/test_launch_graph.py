@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from rclpy.node import Node
@@ -89,63 +90,55 @@ def test_graph_answers_a_question_and_stops_cleanly_on_signal(ros, sig):
     assert "[server_node-2]: process has finished cleanly" in out, out
 
 
-def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(ros):
-    """graph.launch.xml with config/device_alignedvq.yaml + config/server_alignedvq.yaml (installed with the package):
-    the device runs one vision layer of the shipped AlignedVQ model and sends alignedvq/1; the server answers."""
-    from pathlib import Path
+CONFIG = Path(__file__).resolve().parents[1] / "config"
 
-    ns = f"avq_{uuid.uuid4().hex[:8]}"
-    config = Path(__file__).resolve().parents[1] / "config"
+
+def _ask_launched_graph(ros, prefix: str, device_params, server_params, rgb, text: str, timeout_s: float) -> Answer:
+    """graph.launch.xml with these parameter files: one question about one frame, then a clean stop on SIGINT."""
+    ns = f"{prefix}_{uuid.uuid4().hex[:8]}"
     proc = _launch(
         "graph.launch.xml",
         f"namespace:={ns}",
         f"image_topic:=/{ns}/cam",
-        f"device_params:={config / 'device_alignedvq.yaml'}",
-        f"server_params:={config / 'server_alignedvq.yaml'}",
+        f"device_params:={device_params}",
+        f"server_params:={server_params}",
     )
     try:
-        answer = _ask_about_one_frame(
-            ros, ns, synthetic_frame(0, 360, 640), "What color is the circle?", timeout_s=30.0
-        )
-        assert answer.status == Answer.STATUS_OK, answer
-        assert answer.format == "alignedvq/1" and 0 < answer.payload_bytes < 2000
+        answer = _ask_about_one_frame(ros, ns, rgb, text, timeout_s=timeout_s)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+    return answer
+
+
+def test_the_shipped_alignedvq_configuration_answers_through_the_launched_graph(ros):
+    """config/device_alignedvq.yaml + config/server_alignedvq.yaml (installed with the package): the device runs one
+    vision layer of the shipped AlignedVQ model and sends alignedvq/1; the server answers."""
+    answer = _ask_launched_graph(
+        ros, "avq", CONFIG / "device_alignedvq.yaml", CONFIG / "server_alignedvq.yaml",
+        synthetic_frame(0, 360, 640), "What color is the circle?", timeout_s=30.0,
+    )  # fmt: skip
+    assert answer.status == Answer.STATUS_OK, answer
+    assert answer.format == "alignedvq/1" and 0 < answer.payload_bytes < 2000
 
 
 def test_the_shipped_two_stage_configuration_refines_through_the_launched_graph(ros, tmp_path):
-    """graph.launch.xml with config/device_two_stage.yaml + config/server_two_stage.yaml (the shipped two-stage model):
-    the device sends one merged token per tile; with the threshold at 0 every unsure answer is refined by a crop."""
-    from pathlib import Path
-
-    config = Path(__file__).resolve().parents[1] / "config"
+    """config/device_two_stage.yaml + config/server_two_stage.yaml (the shipped two-stage model): the device sends one
+    merged token per tile; with the threshold at 0 every unsure answer is refined by a crop."""
     server = tmp_path / "server.yaml"
     server.write_text(
-        (config / "server_two_stage.yaml").read_text().replace("refine_threshold: 0.05", "refine_threshold: 0.0")
+        (CONFIG / "server_two_stage.yaml").read_text().replace("refine_threshold: 0.05", "refine_threshold: 0.0")
     )
-    ns = f"ts_{uuid.uuid4().hex[:8]}"
-    proc = _launch(
-        "graph.launch.xml",
-        f"namespace:={ns}",
-        f"image_topic:=/{ns}/cam",
-        f"device_params:={config / 'device_two_stage.yaml'}",
-        f"server_params:={server}",
-    )
-    try:
-        answer = _ask_about_one_frame(
-            ros, ns, synthetic_frame(0, 64, 64), "what shape is in the image?", timeout_s=60.0
-        )
-        assert answer.status == Answer.STATUS_OK, answer
-        assert answer.format == "tofc/1" and answer.payload_bytes < 400  # n_c = 1: the cheap first pass
-        if answer.uncertainty > 0:  # (an answer of probability exactly 1 is never refined)
-            assert answer.refinement == Answer.REFINE_DONE, answer.error
-            assert answer.refine_payload_bytes > 0
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    answer = _ask_launched_graph(
+        ros, "ts", CONFIG / "device_two_stage.yaml", server,
+        synthetic_frame(0, 64, 64), "what shape is in the image?", timeout_s=60.0,
+    )  # fmt: skip
+    assert answer.status == Answer.STATUS_OK, answer
+    assert answer.format == "tofc/1" and answer.payload_bytes < 400  # n_c = 1: the cheap first pass
+    if answer.uncertainty > 0:  # (an answer of probability exactly 1 is never refined)
+        assert answer.refinement == Answer.REFINE_DONE, answer.error
+        assert answer.refine_payload_bytes > 0
 
 
 def test_a_node_that_dies_fails_the_launch_with_a_clear_message(tmp_path):
