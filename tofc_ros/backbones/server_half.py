@@ -442,7 +442,7 @@ class ServerHalf:
     ) -> list[GenerationResult]:
         """``generate_batch`` for inputs already built by ``prepare_inputs`` (a caller that answers each prompt's
         own failure separately prepares them one by one first)."""
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         options = options or GenerationOptions()
         if not inputs:
@@ -480,10 +480,10 @@ class ServerHalf:
             pad_token_id=self._pad_id(),
             repetition_penalty=options.repetition_penalty,
             stopping_criteria=StoppingCriteriaList([_as_criterion(tracker, StoppingCriteria)]),
-            # The step scores reach the tracker, which keeps each token's uncertainty (two-stage answering's
-            # confidence) as it is generated: no second pass for it.
-            output_scores=True,
-            return_dict_in_generate=True,
+            # Each step's final scores (after HF's own processors) reach the tracker, which keeps only the chosen
+            # tokens' uncertainty (two-stage answering's confidence): no second pass, and no [steps, B, V] scores
+            # kept as output_scores would.
+            logits_processor=LogitsProcessorList([_as_observer(tracker, LogitsProcessor)]),
         )
         if options.do_sample:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
@@ -591,10 +591,15 @@ class _RowTracker:
         self.uncertainty: list[list[torch.Tensor]] = [[] for _ in limits]
         self.done = [False] * len(limits)
         self.stopped = [False] * len(limits)
+        self._step: torch.Tensor | None = None  # [B, 3] of the scores the newest tokens were chosen from
+
+    def observe(self, scores: torch.Tensor) -> None:
+        """This step's final scores [B, V], before a token is chosen from them."""
+        self._step = token_uncertainty(scores.float())
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         newest = input_ids[:, -1].tolist()
-        step = token_uncertainty(scores[-1].float()) if scores else None  # [B, 3]: this step's scores
+        step, self._step = self._step, None
         for b, token in enumerate(newest):
             if self.done[b]:
                 continue
@@ -609,6 +614,17 @@ class _RowTracker:
             elif self.should_stop is not None and self.should_stop(b):
                 self.done[b] = self.stopped[b] = True
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def _as_observer(tracker: _RowTracker, base):
+    """The tracker's ``observe`` as a transformers ``LogitsProcessor`` that returns the scores unchanged."""
+
+    class _Observer(base):
+        def __call__(self, input_ids, scores):
+            tracker.observe(scores)
+            return scores
+
+    return _Observer()
 
 
 def _as_criterion(tracker: _RowTracker, base):
