@@ -168,3 +168,12 @@ def test_an_answerer_that_reports_no_uncertainty_gives_minus_one_and_records_sta
     record = core.run(core.ask(request("q", clock, stamp_ms=5)))
     assert record.status == Status.OK and record.uncertainty == -1.0
     assert record == dataclasses.replace(record)  # no NaN inside: a record equals its copy
+
+
+def test_a_second_pass_abandoned_at_shutdown_still_publishes_the_first_answer():
+    core, clock, _ = make()
+    ask = ask_one(core, clock, 0.9)
+    job = core.refined(reply(ask))
+    record = core.abandon(job, "server shutting down")
+    assert (record.status, record.refinement, record.text) == (Status.OK, Refinement.TIMED_OUT, "first:global")
+    assert "shutting down" in record.error and core.in_flight == 0

@@ -445,8 +445,10 @@ class ServerCore:
         )
 
     def abandon(self, job: Job, why: str) -> AnswerRecord:
-        """TIMEOUT for a job the worker will not run (shutdown)."""
+        """TIMEOUT for a job the worker will not run (shutdown); a second pass keeps its first answer, flagged."""
         try:
+            if job.first is not None:
+                return _flagged(job.first, Refinement.TIMED_OUT, f"no second pass: {why}", job.detail)
             return self.record(job.request, Status.TIMEOUT, job.frame, error=why)
         finally:
             self._done()
